@@ -1,0 +1,96 @@
+"""Adaptive fusion of a stage's new image with the previous stage's upsampled output (SCAN, Sec. 3.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["fuse", "AdaptiveFusion", "FixedAlphaFusion"]
+
+
+def fuse(new: Tensor, previous_up: Tensor, alpha: Tensor) -> Tensor:
+    """Per-pixel convex mix ``alpha * new + (1 - alpha) * previous_up``.
+
+    Args:
+        new: the current stage's raw output.
+        previous_up: the previous stage's output, upsampled to this stage's resolution.
+        alpha: weights in ``[0, 1]``, broadcastable to ``new`` (one channel or one per channel).
+
+    Returns:
+        The fused image.
+
+    Shape:
+        - new, previous_up: :math:`(B, C, H, W)`
+        - alpha: :math:`(B, 1, H, W)` or :math:`(B, C, H, W)`
+        - Output: :math:`(B, C, H, W)`
+    """
+    if new.shape != previous_up.shape:
+        raise ValueError(f"fuse: new {tuple(new.shape)} and previous_up {tuple(previous_up.shape)} differ in shape")
+    if alpha.ndim != 4 or alpha.shape[1] not in (1, new.shape[1]) or alpha.shape[-2:] != new.shape[-2:]:
+        raise ValueError(f"fuse: alpha {tuple(alpha.shape)} does not broadcast to {tuple(new.shape)}")
+    return alpha * new + (1.0 - alpha) * previous_up
+
+
+class AdaptiveFusion(nn.Module):
+    """Learned per-pixel fusion weight ``alpha = sigmoid(h(x, previous_up, new))``.
+
+    ``h`` is two conv3x3 + InstanceNorm + ReLU layers and a final conv3x3 to one channel (three with
+    ``per_channel=True``). Under CycleGAN's N(0, 0.02) init (:func:`scan.stages.init_weights`) a fresh
+    block mixes both inputs almost evenly (alpha ~ 0.5) and learns where to trust each.
+
+    Args:
+        channels: image channels.
+        hidden_channels: width of the two hidden layers.
+        per_channel: one alpha per colour channel instead of one per pixel.
+
+    Shape:
+        - x, previous_up, new: :math:`(B, C, H, W)`
+        - Output: ``(fused, alpha)`` with fused :math:`(B, C, H, W)` and alpha :math:`(B, 1 | C, H, W)`.
+    """
+
+    def __init__(self, channels: int = 3, hidden_channels: int = 32, per_channel: bool = False) -> None:
+        super().__init__()
+        self.channels = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3 * channels, hidden_channels, 3, 1, 1),
+            nn.InstanceNorm2d(hidden_channels, affine=True),
+            nn.ReLU(True),
+            nn.Conv2d(hidden_channels, hidden_channels, 3, 1, 1),
+            nn.InstanceNorm2d(hidden_channels, affine=True),
+            nn.ReLU(True),
+            nn.Conv2d(hidden_channels, channels if per_channel else 1, 3, 1, 1),
+        )
+
+    def alpha(self, x: Tensor, previous_up: Tensor, new: Tensor) -> Tensor:
+        """The fusion weight map in ``[0, 1]``."""
+        if not (x.shape == previous_up.shape == new.shape) or x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"AdaptiveFusion expects x, previous_up, new of one shape (B, {self.channels}, H, W), got "
+                f"{tuple(x.shape)}, {tuple(previous_up.shape)}, {tuple(new.shape)}"
+            )
+        return torch.sigmoid(self.net(torch.cat([x, previous_up, new], dim=1)))
+
+    def forward(self, x: Tensor, previous_up: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = self.alpha(x, previous_up, new)
+        return fuse(new, previous_up, alpha), alpha
+
+
+class FixedAlphaFusion(nn.Module):
+    """Ablation of :class:`AdaptiveFusion`: the same constant alpha at every pixel.
+
+    Args:
+        alpha: the constant weight of the new image, in ``[0, 1]``.
+
+    Shape:
+        Same as :class:`AdaptiveFusion`.
+    """
+
+    def __init__(self, alpha: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"FixedAlphaFusion needs alpha in [0, 1], got {alpha}")
+        self.value = float(alpha)
+
+    def forward(self, x: Tensor, previous_up: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = new.new_full((new.shape[0], 1, *new.shape[-2:]), self.value)
+        return fuse(new, previous_up, alpha), alpha

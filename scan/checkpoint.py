@@ -1,0 +1,152 @@
+"""Safe model files: one file holding a model's config and weights, loaded without running code.
+
+A scan model file is ``torch.save`` of a dict of plain data and tensors::
+
+    {"format": "scan-model", "format_version": 1, "config": {...}, "state_dict": {...}}
+
+It is always read back with ``torch.load(weights_only=True)``, whose unpickler only rebuilds tensors
+and plain containers: a file crafted to run code on load is refused instead of executed. Lightning
+checkpoints written by :mod:`scan.training` carry the same ``config`` entry and load here too.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scan.config import SCANConfig
+from scan.model import SCAN
+
+__all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save"]
+
+FORMAT = "scan-model"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A file is not a loadable scan model (unsafe, corrupt, foreign or mismatched)."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash or kill mid-write leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(model: SCAN, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s config and weights to one file (atomically).
+
+    Args:
+        model: the model to save.
+        path: destination, conventionally ``*.pt``.
+
+    Returns:
+        The path written.
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_save(
+        {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(), "state_dict": state},
+        path,
+    )
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file's dict with ``weights_only=True``; never executes code from it.
+
+    Raises:
+        CheckpointError: missing, unreadable, or holding objects other than tensors and plain data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = _unpickling_detail(str(e))
+        if "GLOBAL" in detail or "global" in detail:
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects other than tensors and plain data, which "
+                f"could run code on load ({detail})"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
+    except Exception as e:  # zip/pickle corruption surfaces as many exception types
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a scan model (holds a {type(data).__name__}, not a dict)")
+    return data
+
+
+def _unpickling_detail(message: str) -> str:
+    """The one informative line of torch's long weights_only error."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    useful = [
+        line
+        for line in lines
+        if not line.startswith(("Weights only load failed", "Check the documentation", "Please file an issue"))
+    ]
+    return useful[-1] if useful else (lines[0] if lines else "unpickling failed")
+
+
+def _model_parts(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    if data.get("format") == FORMAT:
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: written by a newer scan (format {data['format_version']})")
+        return data["config"], data["state_dict"]
+    if isinstance(data.get("scan"), dict) and "state_dict" in data:  # a Lightning checkpoint of scan.training
+        prefix = "model."
+        state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        return data["scan"]["config"], state
+    raise CheckpointError(
+        f"{path}: not a scan model (no 'format': '{FORMAT}' entry; keys: {sorted(data)[:6]}); "
+        "a pytorch-CycleGAN generator loads with scan.stages.load_cyclegan_generator"
+    )
+
+
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SCAN:
+    """Rebuild a model saved by :func:`save_model` (or a scan training checkpoint).
+
+    Args:
+        path: the file.
+        map_location: where to put the tensors.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        CheckpointError: the file is unsafe, corrupt, not a scan model, or its weights do not match
+            its config (the message names the missing and unexpected keys).
+    """
+    path = Path(path)
+    config_dict, state = _model_parts(read_checkpoint(path, map_location), path)
+    try:
+        config = SCANConfig.from_dict(config_dict)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model config ({e})") from None
+    model = SCAN(config)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: weights do not match the config: missing {result.missing_keys[:5]}"
+            f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected {result.unexpected_keys[:5]}"
+            f"{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+    return model.to(map_location).eval()

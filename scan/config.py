@@ -1,0 +1,188 @@
+"""Typed configs of a stacked model. They are plain data: saved with every checkpoint as a dict of
+str / int / float / bool / list, so that loading a model never needs to unpickle a class."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+__all__ = [
+    "GeneratorConfig",
+    "DiscriminatorConfig",
+    "FusionConfig",
+    "StageConfig",
+    "LossConfig",
+    "SCANConfig",
+    "apply_overrides",
+]
+
+GeneratorKind = Literal["resnet", "refine", "mobile"]
+GanMode = Literal["lsgan", "vanilla", "hinge"]
+
+
+@dataclass
+class GeneratorConfig:
+    """One stage's generator.
+
+    Attributes:
+        kind: ``resnet`` (CycleGAN's translator), ``refine`` (ResNet on ``cat(x_k, up(y_{k-1}))``) or
+            ``mobile`` (depthwise-separable, real-time).
+        ngf: width of the first layer (``width`` of the mobile generator).
+        n_blocks: residual blocks.
+    """
+
+    kind: GeneratorKind = "resnet"
+    ngf: int = 64
+    n_blocks: int = 9
+
+
+@dataclass
+class DiscriminatorConfig:
+    """One stage's PatchGAN discriminator (one per domain)."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    spectral_norm: bool = False
+
+
+@dataclass
+class FusionConfig:
+    """The fusion block joining a stage k > 1 to the stage below.
+
+    Attributes:
+        kind: ``adaptive`` (learned alpha map) or ``fixed`` (constant ``alpha``, for ablations).
+        hidden_channels: width of the adaptive block's hidden layers.
+        per_channel: one alpha per colour channel.
+        alpha: the constant of the ``fixed`` kind.
+    """
+
+    kind: Literal["adaptive", "fixed"] = "adaptive"
+    hidden_channels: int = 32
+    per_channel: bool = False
+    alpha: float = 0.5
+
+
+@dataclass
+class StageConfig:
+    """One stage: its generator (per direction), discriminator (per domain) and fusion block."""
+
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass
+class LossConfig:
+    """CycleGAN's objective, applied at every stage on that stage's resolution.
+
+    Attributes:
+        gan_mode: ``lsgan`` (least squares), ``vanilla`` (BCE) or ``hinge``.
+        lambda_cycle: weight of the cycle L1 loss (CycleGAN's lambda_A = lambda_B).
+        lambda_identity: weight of the identity loss, as a fraction of ``lambda_cycle``.
+        pool_size: fakes kept per image pool for the discriminator (0 disables the pool).
+    """
+
+    gan_mode: GanMode = "lsgan"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+
+
+@dataclass
+class SCANConfig:
+    """A whole stacked model: both directions, N stages at ``base_size * 2**k``.
+
+    Attributes:
+        name: preset name it was built from (informational).
+        base_size: training resolution of stage 1.
+        channels: image channels of both domains.
+        stages: stage configs, coarse to fine; stage 1's generator is never ``refine``.
+        loss: the objective.
+    """
+
+    name: str = "custom"
+    base_size: int = 128
+    channels: int = 3
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, StageConfig) else _from_dict(StageConfig, s) for s in self.stages]
+        if isinstance(self.loss, dict):
+            self.loss = _from_dict(LossConfig, self.loss)
+        if not self.stages:
+            raise ValueError("SCANConfig needs at least one stage")
+        if self.stages[0].generator.kind == "refine":
+            raise ValueError("stage 1 has nothing to refine: its generator kind must be 'resnet' or 'mobile'")
+        if self.base_size < 8 or self.base_size % 8:
+            raise ValueError(f"base_size must be a positive multiple of 8, got {self.base_size}")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Training resolution of every stage, coarse to fine."""
+        return [self.base_size * 2**k for k in range(self.num_stages)]
+
+    @property
+    def top_size(self) -> int:
+        return self.sizes[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SCANConfig:
+        return _from_dict(cls, data)
+
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} expects a dict, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}; valid: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        sub = {"generator": GeneratorConfig, "discriminator": DiscriminatorConfig, "fusion": FusionConfig}.get(f.name)
+        if sub is not None and isinstance(value, dict):
+            value = _from_dict(sub, value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
+    """A copy of a config dataclass with fields replaced; dict values merge into nested configs.
+
+    A list of dicts for ``stages`` merges stage by stage (``None`` keeps a stage as it is).
+
+    Raises:
+        ValueError: a key is not a field; the message lists the valid ones.
+    """
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ValueError(f"{type(config).__name__} has no field {key!r}; valid: {sorted(names)}")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = apply_overrides(current, value)
+        elif key == "stages" and isinstance(value, list) and all(isinstance(v, (dict, type(None))) for v in value):
+            if len(value) != len(current):
+                raise ValueError(
+                    f"a 'stages' override of dicts merges stage by stage: give {len(current)} entries "
+                    f"(None keeps a stage), got {len(value)}; pass StageConfig objects to change the count"
+                )
+            value = [c if v is None else apply_overrides(c, v) for c, v in zip(current, value)]
+        changes[key] = value
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]

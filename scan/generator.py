@@ -1,0 +1,143 @@
+"""One translation direction of SCAN: N generator stages joined coarse-to-fine by fusion blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scan.config import FusionConfig, GeneratorConfig, SCANConfig
+from scan.fusion import AdaptiveFusion, FixedAlphaFusion
+from scan.stages import MobileGenerator, RefinementGenerator, ResnetGenerator
+
+__all__ = ["StackOutput", "StackedGenerator", "downsample", "upsample", "pyramid", "build_stage_generator"]
+
+
+def downsample(x: Tensor, factor: int = 2) -> Tensor:
+    """Antialiased downsampling by an integer factor (area average: exact, cheap, exports to ONNX).
+
+    Shape:
+        - Input: :math:`(B, C, H, W)` with ``H`` and ``W`` divisible by ``factor``.
+        - Output: :math:`(B, C, H / factor, W / factor)`
+    """
+    if factor == 1:
+        return x
+    if x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(f"downsample: size {tuple(x.shape[-2:])} is not divisible by {factor}")
+    return F.avg_pool2d(x, kernel_size=factor, stride=factor)
+
+
+def upsample(x: Tensor) -> Tensor:
+    """Bilinear 2x upsampling of a stage's output to the next stage's resolution."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def pyramid(x: Tensor, levels: int) -> list[Tensor]:
+    """``x`` and its 2x downsamplings, coarse to fine: ``levels`` images, the last one ``x`` itself."""
+    images = [x]
+    for _ in range(levels - 1):
+        images.append(downsample(images[-1]))
+    return images[::-1]
+
+
+@dataclass
+class StackOutput:
+    """What a stacked generator produced.
+
+    Attributes:
+        outputs: every stage's fused output, coarse to fine (stage k at ``size / 2**(upto - k)``).
+        alphas: every stage's fusion weight map; ``None`` for stage 1, which fuses nothing.
+        raw: every stage's generator output before fusion (stage 1's equals its output).
+    """
+
+    outputs: list[Tensor]
+    alphas: list[Tensor | None]
+    raw: list[Tensor]
+
+    @property
+    def final(self) -> Tensor:
+        """The last stage's output."""
+        return self.outputs[-1]
+
+
+def build_stage_generator(config: GeneratorConfig, channels: int, first: bool) -> nn.Module:
+    """The generator of one stage from its config (stage 1 translates, later stages refine)."""
+    if config.kind == "resnet":
+        if first:
+            return ResnetGenerator(channels, channels, ngf=config.ngf, n_blocks=config.n_blocks)
+        return RefinementGenerator(channels, ngf=config.ngf, n_blocks=config.n_blocks)
+    if config.kind == "refine":
+        if first:
+            raise ValueError("stage 1 has nothing to refine: use generator kind 'resnet' or 'mobile'")
+        return RefinementGenerator(channels, ngf=config.ngf, n_blocks=config.n_blocks)
+    if config.kind == "mobile":
+        if not first:
+            raise ValueError("the mobile generator serves stage 1 only; refine with kind 'refine'")
+        return MobileGenerator(channels, channels, width=config.ngf, n_blocks=config.n_blocks)
+    raise ValueError(f"unknown generator kind {config.kind!r}; valid: 'resnet', 'refine', 'mobile'")
+
+
+def _build_fusion(config: FusionConfig, channels: int) -> nn.Module:
+    if config.kind == "adaptive":
+        return AdaptiveFusion(channels, config.hidden_channels, config.per_channel)
+    if config.kind == "fixed":
+        return FixedAlphaFusion(config.alpha)
+    raise ValueError(f"unknown fusion kind {config.kind!r}; valid: 'adaptive', 'fixed'")
+
+
+class StackedGenerator(nn.Module):
+    """One direction (A->B or B->A) of SCAN.
+
+    Stage 1 translates the input downsampled to its resolution; each stage k > 1 sees the input at
+    twice the previous resolution plus the previous output upsampled, produces a new image, and its
+    fusion block mixes the two per pixel: ``y_k = alpha * new + (1 - alpha) * up(y_{k-1})``.
+
+    The stack is fully convolutional: the stage resolutions follow the input's size, so a model
+    trained at 256 runs at 512 too. ``upto=k`` runs stages 1..k only and treats the input as stage
+    k's image (the training loop uses this for the cycle of stage k).
+
+    Args:
+        config: the model config (its stages and channels are used).
+
+    Shape:
+        - Input: :math:`(B, C, H, W)`, ``H`` and ``W`` divisible by ``2**(upto - 1) * 8``.
+        - Output: :class:`StackOutput`; ``final`` is :math:`(B, C, H, W)`.
+    """
+
+    def __init__(self, config: SCANConfig) -> None:
+        super().__init__()
+        self.channels = config.channels
+        self.stages = nn.ModuleList(
+            build_stage_generator(s.generator, config.channels, first=(k == 0)) for k, s in enumerate(config.stages)
+        )
+        # fusions[k - 1] joins stage k + 1 to stage k (there is nothing to fuse at stage 1).
+        self.fusions = nn.ModuleList(_build_fusion(s.fusion, config.channels) for s in config.stages[1:])
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def forward(self, x: Tensor, upto: int | None = None) -> StackOutput:
+        upto = self.num_stages if upto is None else upto
+        if not 1 <= upto <= self.num_stages:
+            raise ValueError(f"upto must be in 1..{self.num_stages}, got {upto}")
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"StackedGenerator expects (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        multiple = 2 ** (upto - 1) * 8
+        if x.shape[-1] % multiple or x.shape[-2] % multiple:
+            raise ValueError(
+                f"StackedGenerator with {upto} stage(s) needs H and W divisible by {multiple}, "
+                f"got {tuple(x.shape[-2:])}"
+            )
+        inputs = pyramid(x, upto)
+        first = self.stages[0](inputs[0])
+        outputs, alphas, raw = [first], [None], [first]
+        for k in range(1, upto):
+            previous_up = upsample(outputs[-1])
+            new = self.stages[k](inputs[k], previous_up)
+            fused, alpha = self.fusions[k - 1](inputs[k], previous_up, new)
+            outputs.append(fused)
+            alphas.append(alpha)
+            raw.append(new)
+        return StackOutput(outputs=outputs, alphas=alphas, raw=raw)

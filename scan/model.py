@@ -1,0 +1,162 @@
+"""The SCAN model: both translation directions, a discriminator pair per stage, and the losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scan.config import SCANConfig
+from scan.generator import StackedGenerator, StackOutput, downsample
+from scan.losses import gan_loss
+from scan.stages import PatchDiscriminator, init_weights
+
+__all__ = ["SCAN", "GeneratorStep", "Direction"]
+
+DIRECTIONS = ("a2b", "b2a")
+Direction = str
+
+
+@dataclass
+class GeneratorStep:
+    """Everything one generator update of stage k computed.
+
+    Attributes:
+        loss: the total generator loss to backpropagate.
+        terms: every loss term (detached), named as logged: ``G_ab_gan``, ``cycle_a``, ``idt_a``, ...
+        fake_a, fake_b: translations at stage k's resolution (feed them to the image pools).
+        rec_a, rec_b: reconstructions through the whole stack of the opposite direction.
+        stack_ab, stack_ba: every stage's output and alpha map of the two translations, for logging.
+    """
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+    fake_a: Tensor
+    fake_b: Tensor
+    rec_a: Tensor
+    rec_b: Tensor
+    stack_ab: StackOutput
+    stack_ba: StackOutput
+
+
+class SCAN(nn.Module):
+    """Stacked Cycle-Consistent Adversarial Networks (Li et al., ECCV 2018).
+
+    ``G_ab`` translates A->B and ``G_ba`` B->A, each a :class:`~scan.generator.StackedGenerator`;
+    ``D_a[k]`` and ``D_b[k]`` judge domain A and B at stage k + 1's resolution. Stage k is trained
+    with ``L_gan + lambda_cycle * L_cycle + lambda_cycle * lambda_identity * L_idt`` computed at its
+    own resolution, the cycle going through the whole stack of each direction.
+
+    Args:
+        config: the model's config (see :func:`scan.create_model` for presets).
+    """
+
+    def __init__(self, config: SCANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.G_ab = StackedGenerator(config)
+        self.G_ba = StackedGenerator(config)
+        self.D_a = nn.ModuleList(self._discriminator(k) for k in range(config.num_stages))
+        self.D_b = nn.ModuleList(self._discriminator(k) for k in range(config.num_stages))
+        init_weights(self)
+
+    def _discriminator(self, k: int) -> PatchDiscriminator:
+        d = self.config.stages[k].discriminator
+        return PatchDiscriminator(self.config.channels, d.ndf, d.n_layers, d.spectral_norm)
+
+    @property
+    def num_stages(self) -> int:
+        return self.config.num_stages
+
+    def _check_stage(self, stage: int) -> None:
+        if not 1 <= stage <= self.num_stages:
+            raise ValueError(f"stage must be in 1..{self.num_stages}, got {stage}")
+
+    def generator(self, direction: Direction) -> StackedGenerator:
+        """``G_ab`` for ``"a2b"``, ``G_ba`` for ``"b2a"``."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        return self.G_ab if direction == "a2b" else self.G_ba
+
+    def translate(self, x: Tensor, direction: Direction = "a2b", upto: int | None = None) -> StackOutput:
+        """Run one direction's stack on images in ``[-1, 1]``; see :class:`StackedGenerator`."""
+        return self.generator(direction)(x, upto=upto)
+
+    def stage_modules(self, stage: int) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The generator-side modules (both generators' stage and fusion block) and the
+        discriminators that are trained while ``stage`` is the active one."""
+        self._check_stage(stage)
+        k = stage - 1
+        gens: list[nn.Module] = [self.G_ab.stages[k], self.G_ba.stages[k]]
+        if k > 0:
+            gens += [self.G_ab.fusions[k - 1], self.G_ba.fusions[k - 1]]
+        return gens, [self.D_a[k], self.D_b[k]]
+
+    def stage_input(self, x: Tensor, stage: int) -> Tensor:
+        """Downsample a top-resolution batch to ``stage``'s resolution."""
+        self._check_stage(stage)
+        return downsample(x, 2 ** (self.num_stages - stage))
+
+    def generator_step(self, real_a: Tensor, real_b: Tensor, stage: int) -> GeneratorStep:
+        """Generator losses of ``stage`` on images at that stage's resolution.
+
+        Args:
+            real_a: batch of domain A in ``[-1, 1]``, at ``stage``'s resolution.
+            real_b: batch of domain B, same size.
+            stage: 1-based stage index; stages 1..stage run, stage ``stage`` is judged.
+
+        Returns:
+            A :class:`GeneratorStep`; only ``loss`` carries a graph.
+        """
+        self._check_stage(stage)
+        cfg = self.config.loss
+        k = stage - 1
+        stack_ab = self.G_ab(real_a, upto=stage)
+        stack_ba = self.G_ba(real_b, upto=stage)
+        fake_b, fake_a = stack_ab.final, stack_ba.final
+        rec_a = self.G_ba(fake_b, upto=stage).final
+        rec_b = self.G_ab(fake_a, upto=stage).final
+        terms = {
+            "G_ab_gan": gan_loss(self.D_b[k](fake_b), True, cfg.gan_mode, for_discriminator=False),
+            "G_ba_gan": gan_loss(self.D_a[k](fake_a), True, cfg.gan_mode, for_discriminator=False),
+            "cycle_a": F.l1_loss(rec_a, real_a),
+            "cycle_b": F.l1_loss(rec_b, real_b),
+        }
+        loss = terms["G_ab_gan"] + terms["G_ba_gan"] + cfg.lambda_cycle * (terms["cycle_a"] + terms["cycle_b"])
+        if cfg.lambda_identity > 0:
+            # G_ab should leave an image that is already in B alone (and G_ba one in A).
+            terms["idt_b"] = F.l1_loss(self.G_ab(real_b, upto=stage).final, real_b)
+            terms["idt_a"] = F.l1_loss(self.G_ba(real_a, upto=stage).final, real_a)
+            loss = loss + cfg.lambda_cycle * cfg.lambda_identity * (terms["idt_a"] + terms["idt_b"])
+        terms = {name: value.detach() for name, value in terms.items()}
+        terms["G_total"] = loss.detach()
+        return GeneratorStep(
+            loss=loss,
+            terms=terms,
+            fake_a=fake_a.detach(),
+            fake_b=fake_b.detach(),
+            rec_a=rec_a.detach(),
+            rec_b=rec_b.detach(),
+            stack_ab=stack_ab,
+            stack_ba=stack_ba,
+        )
+
+    def discriminator_step(
+        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, stage: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Discriminator losses of ``stage``: ``D_a`` on real A vs fake A, ``D_b`` on real B vs fake B.
+
+        Args:
+            real_a, real_b: real batches at ``stage``'s resolution.
+            fake_a, fake_b: generated batches (typically drawn from image pools), detached.
+            stage: 1-based stage index.
+
+        Returns:
+            ``(loss, terms)``; each discriminator's loss is halved, as in CycleGAN.
+        """
+        self._check_stage(stage)
+        mode, k = self.config.loss.gan_mode, stage - 1
+        d_a = 0.5 * (gan_loss(self.D_a[k](real_a), True, mode) + gan_loss(self.D_a[k](fake_a.detach()), False, mode))
+        d_b = 0.5 * (gan_loss(self.D_b[k](real_b), True, mode) + gan_loss(self.D_b[k](fake_b.detach()), False, mode))
+        return d_a + d_b, {"D_a": d_a.detach(), "D_b": d_b.detach()}

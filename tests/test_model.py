@@ -1,0 +1,143 @@
+"""The assembled model: presets, stacking, losses, gradients."""
+
+import pytest
+import torch
+
+import scan
+from scan.generator import downsample
+
+# Small input sizes per preset: the networks are fully convolutional, so the presets' real
+# architectures are exercised without their real (slow on CPU) resolutions.
+SMALL_SIZE = {"cyclegan-256": 32, "mobile-256": 32, "scan-128-256": 64, "scan-256-512": 64, "scan-64-128-256": 128,
+              "tiny": 64}
+
+
+def test_every_preset_is_covered_here():
+    assert sorted(SMALL_SIZE) == scan.list_models()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_SIZE))
+def test_preset_output_shapes(name):
+    model = scan.create_model(name).eval()
+    size = SMALL_SIZE[name]
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        for direction in ("a2b", "b2a"):
+            out = model.translate(x, direction)
+            n = model.num_stages
+            assert len(out.outputs) == len(out.alphas) == len(out.raw) == n
+            for k, (y, alpha) in enumerate(zip(out.outputs, out.alphas)):
+                side = size // 2 ** (n - 1 - k)
+                assert y.shape == (2, 3, side, side)
+                assert y.abs().max() <= 1.0
+                assert (alpha is None) == (k == 0)
+                if alpha is not None:
+                    assert alpha.shape == (2, 1, side, side)
+            assert out.final is out.outputs[-1]
+
+
+def test_preset_sizes_follow_the_names():
+    assert scan.create_config("scan-128-256").sizes == [128, 256]
+    assert scan.create_config("scan-256-512").sizes == [256, 512]
+    assert scan.create_config("scan-64-128-256").sizes == [64, 128, 256]
+    assert scan.create_config("cyclegan-256").sizes == [256]
+    assert scan.create_config("tiny").sizes == [32, 64]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_SIZE))
+def test_every_parameter_receives_a_gradient(name):
+    model = scan.create_model(name)
+    size = SMALL_SIZE[name]
+    touched: set[str] = set()
+    for stage in range(1, model.num_stages + 1):
+        side = size // 2 ** (model.num_stages - stage)
+        real_a, real_b = torch.rand(2, 2, 3, side, side) * 2 - 1
+        model.zero_grad(set_to_none=True)
+        step = model.generator_step(real_a, real_b, stage)
+        d_loss, _ = model.discriminator_step(real_a, real_b, step.fake_a, step.fake_b, stage)
+        (step.loss + d_loss).backward()
+        gens, discs = model.stage_modules(stage)
+        for module in gens + discs:
+            for p in module.parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0
+        touched |= {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert touched == {n for n, _ in model.named_parameters()}
+
+
+def test_upto_runs_the_lower_stages_at_the_input_resolution():
+    model = scan.create_model("scan-64-128-256", stages=[{"generator": {"ngf": 4}}] * 3).eval()
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        full = model.translate(x)
+        assert full.final.shape[-1] == 128 and full.outputs[0].shape[-1] == 32
+        for k in (1, 2):
+            partial = model.translate(downsample(x, 2 ** (3 - k)), upto=k)
+            assert len(partial.outputs) == k
+            assert partial.final.shape[-1] == 128 // 2 ** (3 - k)
+            assert torch.allclose(partial.final, full.outputs[k - 1], atol=1e-6)
+    with pytest.raises(ValueError, match="upto must be in 1..3"):
+        model.translate(x, upto=4)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        model.translate(torch.rand(1, 3, 48, 48))
+
+
+def test_losses_respect_config():
+    torch.manual_seed(1)
+    model = scan.create_model("tiny", loss={"lambda_identity": 0.0, "gan_mode": "hinge"})
+    x, y = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    step = model.generator_step(x, y, 1)
+    assert "idt_a" not in step.terms
+    t = step.terms
+    expected = t["G_ab_gan"] + t["G_ba_gan"] + 10.0 * (t["cycle_a"] + t["cycle_b"])
+    assert torch.allclose(step.loss, expected)
+    assert step.loss.requires_grad and not step.fake_a.requires_grad
+
+
+@pytest.mark.parametrize("mode", ["lsgan", "vanilla", "hinge"])
+def test_gan_loss_prefers_the_right_answer(mode):
+    high, low = torch.full((4,), 0.9), torch.full((4,), 0.1)
+    assert scan.gan_loss(high, True, mode) < scan.gan_loss(low, True, mode)
+    assert scan.gan_loss(low, False, mode) < scan.gan_loss(high, False, mode)
+    assert scan.gan_loss(high, True, mode, for_discriminator=False) < scan.gan_loss(low, True, mode, False)
+
+
+def test_image_pool_returns_old_fakes_and_round_trips_its_state():
+    pool = scan.ImagePool(4)
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling: returns what it got
+    seen_old = False
+    for i in range(20):
+        out = pool.query(torch.full((1, 1, 1, 1), 100.0 + i))
+        seen_old |= bool(out.item() < 100 + i)
+    assert seen_old and len(pool) == 4
+    clone = scan.ImagePool(1)
+    clone.load_state_dict(pool.state_dict())
+    assert clone.size == 4 and all(torch.equal(a, b) for a, b in zip(clone.images, pool.images))
+    assert torch.equal(scan.ImagePool(0).query(first), first)
+
+
+def test_registry_errors_list_valid_names_and_fields():
+    with pytest.raises(ValueError, match="valid names: cyclegan-256, mobile-256"):
+        scan.create_model("pix2pix")
+    with pytest.raises(ValueError, match="no field 'lambda_cycle'.*valid"):
+        scan.create_model("tiny", lambda_cycle=5)
+    cfg = scan.create_config("tiny", loss={"lambda_cycle": 5.0}, base_size=16)
+    assert cfg.loss.lambda_cycle == 5.0 and cfg.sizes == [16, 32]
+    assert scan.create_config("tiny").loss.lambda_cycle == 10.0  # presets are not mutated
+    with pytest.raises(ValueError, match="nothing to refine"):
+        scan.create_config("tiny", stages=[{"generator": {"kind": "refine"}}, None])
+
+
+def test_register_model_adds_a_preset():
+    @scan.register_model("test-only-one-stage")
+    def _preset():
+        return scan.SCANConfig(name="x", base_size=16, stages=[scan.StageConfig(scan.GeneratorConfig("resnet", 4, 1))])
+
+    try:
+        assert scan.create_model("test-only-one-stage").num_stages == 1
+        with pytest.raises(ValueError, match="already registered"):
+            scan.register_model("test-only-one-stage")(_preset)
+    finally:
+        from scan.registry import _PRESETS
+
+        _PRESETS.pop("test-only-one-stage")
