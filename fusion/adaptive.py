@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -35,21 +37,27 @@ class AdaptiveFusion(nn.Module):
     """Learned per-pixel fusion weight ``alpha = sigmoid(h(x, previous_up, new))``.
 
     ``h`` is two conv3x3 + InstanceNorm + ReLU layers and a final conv3x3 to one channel (three with
-    ``per_channel=True``). Under CycleGAN's N(0, 0.02) init (:func:`scan.stages.init_weights`) a fresh
-    block mixes both inputs almost evenly (alpha ~ 0.5) and learns where to trust each.
+    ``per_channel=True``). A fixed offset ``logit(initial_alpha)`` is added before the sigmoid, so
+    under CycleGAN's N(0, 0.02) init a fresh block outputs alpha ~ ``initial_alpha`` everywhere: a
+    newly added stage starts close to the trained coarse result and learns where to add detail.
 
     Args:
         channels: image channels.
         hidden_channels: width of the two hidden layers.
         per_channel: one alpha per colour channel instead of one per pixel.
+        initial_alpha: alpha of a freshly initialised block, in ``(0, 1)``.
 
     Shape:
         - x, previous_up, new: :math:`(B, C, H, W)`
         - Output: ``(fused, alpha)`` with fused :math:`(B, C, H, W)` and alpha :math:`(B, 1 | C, H, W)`.
     """
 
-    def __init__(self, channels: int = 3, hidden_channels: int = 32, per_channel: bool = False) -> None:
+    def __init__(
+        self, channels: int = 3, hidden_channels: int = 32, per_channel: bool = False, initial_alpha: float = 0.5
+    ) -> None:
         super().__init__()
+        if not 0.0 < initial_alpha < 1.0:
+            raise ValueError(f"AdaptiveFusion needs initial_alpha in (0, 1), got {initial_alpha}")
         self.channels = channels
         self.net = nn.Sequential(
             nn.Conv2d(3 * channels, hidden_channels, 3, 1, 1),
@@ -60,6 +68,7 @@ class AdaptiveFusion(nn.Module):
             nn.ReLU(True),
             nn.Conv2d(hidden_channels, channels if per_channel else 1, 3, 1, 1),
         )
+        self.register_buffer("logit_offset", torch.tensor(math.log(initial_alpha / (1.0 - initial_alpha))))
 
     def alpha(self, x: Tensor, previous_up: Tensor, new: Tensor) -> Tensor:
         """The fusion weight map in ``[0, 1]``."""
@@ -68,7 +77,7 @@ class AdaptiveFusion(nn.Module):
                 f"AdaptiveFusion expects x, previous_up, new of one shape (B, {self.channels}, H, W), got "
                 f"{tuple(x.shape)}, {tuple(previous_up.shape)}, {tuple(new.shape)}"
             )
-        return torch.sigmoid(self.net(torch.cat([x, previous_up, new], dim=1)))
+        return torch.sigmoid(self.net(torch.cat([x, previous_up, new], dim=1)) + self.logit_offset)
 
     def forward(self, x: Tensor, previous_up: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
         alpha = self.alpha(x, previous_up, new)

@@ -30,11 +30,14 @@ class GeneratorConfig:
             ``mobile`` (depthwise-separable, real-time).
         ngf: width of the first layer (``width`` of the mobile generator).
         n_blocks: residual blocks.
+        input_skip: feed the stage's input to the generator's last layer (ResNet kinds), so absolute
+            colours survive instance norm; see :class:`scan.stages.ResnetGenerator`.
     """
 
     kind: GeneratorKind = "resnet"
     ngf: int = 64
     n_blocks: int = 9
+    input_skip: bool = False
 
 
 @dataclass
@@ -54,12 +57,15 @@ class FusionConfig:
         kind: ``adaptive`` (learned alpha map) or ``fixed`` (constant ``alpha``, for ablations).
         hidden_channels: width of the adaptive block's hidden layers.
         per_channel: one alpha per colour channel.
+        initial_alpha: alpha of a fresh ``adaptive`` block; low, so that a new stage starts from the
+            trained coarse result and learns where to add detail.
         alpha: the constant of the ``fixed`` kind.
     """
 
     kind: Literal["adaptive", "fixed"] = "adaptive"
     hidden_channels: int = 32
     per_channel: bool = False
+    initial_alpha: float = 0.1
     alpha: float = 0.5
 
 

@@ -63,14 +63,12 @@ class StackOutput:
 
 def build_stage_generator(config: GeneratorConfig, channels: int, first: bool) -> nn.Module:
     """The generator of one stage from its config (stage 1 translates, later stages refine)."""
-    if config.kind == "resnet":
-        if first:
-            return ResnetGenerator(channels, channels, ngf=config.ngf, n_blocks=config.n_blocks)
-        return RefinementGenerator(channels, ngf=config.ngf, n_blocks=config.n_blocks)
-    if config.kind == "refine":
+    if config.kind == "resnet" and first:
+        return ResnetGenerator(channels, channels, config.ngf, config.n_blocks, config.input_skip)
+    if config.kind in ("resnet", "refine"):
         if first:
             raise ValueError("stage 1 has nothing to refine: use generator kind 'resnet' or 'mobile'")
-        return RefinementGenerator(channels, ngf=config.ngf, n_blocks=config.n_blocks)
+        return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip)
     if config.kind == "mobile":
         if not first:
             raise ValueError("the mobile generator serves stage 1 only; refine with kind 'refine'")
@@ -80,7 +78,7 @@ def build_stage_generator(config: GeneratorConfig, channels: int, first: bool) -
 
 def _build_fusion(config: FusionConfig, channels: int) -> nn.Module:
     if config.kind == "adaptive":
-        return AdaptiveFusion(channels, config.hidden_channels, config.per_channel)
+        return AdaptiveFusion(channels, config.hidden_channels, config.per_channel, initial_alpha=config.initial_alpha)
     if config.kind == "fixed":
         return FixedAlphaFusion(config.alpha)
     raise ValueError(f"unknown fusion kind {config.kind!r}; valid: 'adaptive', 'fixed'")

@@ -65,23 +65,27 @@ def create_model(name: str, **overrides: Any) -> SCAN:
     return SCAN(create_config(name, **overrides))
 
 
-def _translator(n_blocks: int, ngf: int = 64) -> StageConfig:
-    return StageConfig(generator=GeneratorConfig("resnet", ngf, n_blocks))
+def _translator(n_blocks: int, ngf: int = 64, input_skip: bool = True) -> StageConfig:
+    return StageConfig(generator=GeneratorConfig("resnet", ngf, n_blocks, input_skip))
 
 
 def _refiner(n_blocks: int = 3, ngf: int = 64) -> StageConfig:
-    return StageConfig(generator=GeneratorConfig("refine", ngf, n_blocks))
+    return StageConfig(generator=GeneratorConfig("refine", ngf, n_blocks, input_skip=True))
 
 
 @register_model("cyclegan-256")
 def _cyclegan_256() -> SCANConfig:
     """The classic CycleGAN: one stage at 256, ResNet-9, 70x70 PatchGAN."""
-    return SCANConfig(name="cyclegan-256", base_size=256, stages=[_translator(9)])
+    return SCANConfig(name="cyclegan-256", base_size=256, stages=[_translator(9, input_skip=False)])
 
 
 @register_model("scan-128-256")
 def _scan_128_256() -> SCANConfig:
-    """The default SCAN: CycleGAN's 128 px recipe (ResNet-6) refined to 256 by a 3-block stage."""
+    """The default SCAN: CycleGAN's 128 px recipe (ResNet-6) refined to 256 by a 3-block stage.
+
+    The scan presets feed each stage's input to its generator's last layer (``input_skip``), which
+    keeps absolute colours that instance norm discards; ``cyclegan-256`` stays the classic network.
+    """
     return SCANConfig(name="scan-128-256", base_size=128, stages=[_translator(6), _refiner(3)])
 
 
@@ -112,8 +116,8 @@ def _tiny() -> SCANConfig:
         name="tiny",
         base_size=32,
         stages=[
-            StageConfig(GeneratorConfig("resnet", 8, 1), disc),
-            StageConfig(GeneratorConfig("refine", 8, 1), disc, FusionConfig(hidden_channels=8)),
+            StageConfig(GeneratorConfig("resnet", 8, 1, input_skip=True), disc),
+            StageConfig(GeneratorConfig("refine", 8, 1, input_skip=True), disc, FusionConfig(hidden_channels=8)),
         ],
         loss=LossConfig(pool_size=8),
     )

@@ -65,17 +65,24 @@ class ResnetGenerator(nn.Module):
         out_channels: channels of the output image.
         ngf: filters of the first convolution; the residual blocks use ``4 * ngf``.
         n_blocks: number of residual blocks (CycleGAN: 9 at 256 px, 6 at 128 px).
+        input_skip: also feed the input image to the last convolution. Instance norm makes the
+            body blind to an image's global brightness and contrast (an affine change of the input is
+            normalised away after the first layer), so a plain CycleGAN generator must guess absolute
+            colours; the skip hands them to the output layer. Off for CycleGAN weight compatibility.
 
     Shape:
         - Input: :math:`(B, C_{in}, H, W)` with ``H`` and ``W`` divisible by 4.
         - Output: :math:`(B, C_{out}, H, W)` in ``[-1, 1]``.
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9) -> None:
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9, input_skip: bool = False
+    ) -> None:
         super().__init__()
         if ngf < 1 or n_blocks < 0:
             raise ValueError(f"ResnetGenerator needs ngf >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
         self.in_channels, self.out_channels, self.ngf, self.n_blocks = in_channels, out_channels, ngf, n_blocks
+        self.input_skip = input_skip
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_channels, ngf, kernel_size=7, bias=True),
@@ -99,7 +106,8 @@ class ResnetGenerator(nn.Module):
                 _instance_norm(ngf * mult // 2),
                 nn.ReLU(True),
             ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, kernel_size=7), nn.Tanh()]
+        head_in = ngf + (in_channels if input_skip else 0)
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(head_in, out_channels, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -107,7 +115,10 @@ class ResnetGenerator(nn.Module):
             raise ValueError(f"ResnetGenerator expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(f"ResnetGenerator needs H and W divisible by 4, got {tuple(x.shape[-2:])}")
-        return self.model(x)
+        if not self.input_skip:
+            return self.model(x)
+        features = self.model[:-3](x)  # everything but the head (pad, conv, tanh)
+        return self.model[-3:](torch.cat([features, x], dim=1))
 
 
 class RefinementGenerator(ResnetGenerator):
@@ -125,8 +136,8 @@ class RefinementGenerator(ResnetGenerator):
         - Output: :math:`(B, C, H, W)`
     """
 
-    def __init__(self, channels: int = 3, ngf: int = 64, n_blocks: int = 3) -> None:
-        super().__init__(in_channels=2 * channels, out_channels=channels, ngf=ngf, n_blocks=n_blocks)
+    def __init__(self, channels: int = 3, ngf: int = 64, n_blocks: int = 3, input_skip: bool = False) -> None:
+        super().__init__(2 * channels, channels, ngf=ngf, n_blocks=n_blocks, input_skip=input_skip)
 
     def forward(self, x: Tensor, previous_up: Tensor) -> Tensor:  # type: ignore[override]
         if x.shape != previous_up.shape:

@@ -1,0 +1,97 @@
+"""LightningDataModule over two unpaired folders."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from scan.datasets.augment import BatchAugment, load_size_for
+from scan.datasets.unpaired import FixedPairsDataset, UnpairedImageDataset, resolve_folders
+
+__all__ = ["UnpairedDataModule"]
+
+
+class UnpairedDataModule(pl.LightningDataModule):
+    """Training batches ``{"a", "b"}`` from two unpaired folders, augmented on the device, and a
+    small fixed validation batch for image logs and metrics.
+
+    Args:
+        root: a CycleGAN-layout folder (``trainA/``, ``trainB/``, optionally ``testA/``, ``testB/``).
+        dir_a: domain A folder (instead of ``root``).
+        dir_b: domain B folder (instead of ``root``).
+        size: training crop side (the model's top resolution; ``train.py`` links it to the model).
+        load_size: side images are resized to before cropping; default CycleGAN's 286/256 ratio.
+        batch_size: images per domain per step (CycleGAN: 1).
+        num_workers: decoding processes (default: up to 4, at most the CPU count).
+        val_count: images per domain in the fixed validation batch (from testA/testB when present).
+        flip: random horizontal flips.
+        color_jitter: colour jitter strength (0: off).
+        blur_prob: probability of a random blur (0: off).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        dir_a: str | None = None,
+        dir_b: str | None = None,
+        size: int = 256,
+        load_size: int | None = None,
+        batch_size: int = 1,
+        num_workers: int | None = None,
+        val_count: int = 4,
+        flip: bool = True,
+        color_jitter: float = 0.0,
+        blur_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root, self.dir_a, self.dir_b = root, dir_a, dir_b
+        self.size = size
+        self.load_size = load_size or load_size_for(size)
+        if self.load_size < size:
+            raise ValueError(f"load_size {self.load_size} is smaller than the crop size {size}")
+        self.batch_size = batch_size
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.val_count = val_count
+        self.augment = BatchAugment(size, flip=flip, color_jitter=color_jitter, blur_prob=blur_prob)
+        self.train_set: UnpairedImageDataset | None = None
+        self.val_set: FixedPairsDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            dir_a, dir_b = resolve_folders(self.root, self.dir_a, self.dir_b, "train")
+            self.train_set = UnpairedImageDataset(dir_a, dir_b, self.load_size)
+            try:
+                val_a, val_b = resolve_folders(self.root, None, None, "test") if self.root else (dir_a, dir_b)
+            except ValueError:
+                val_a, val_b = dir_a, dir_b  # no testA/testB: show training images
+            self.val_set = FixedPairsDataset(val_a, val_b, self.size, self.val_count)
+
+    def _loader(self, dataset: Any, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return self._loader(self.val_set, shuffle=False, batch_size=len(self.val_set))
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        # Augment on the device the batch now lives on (GPU when training on one).
+        training = self.trainer is not None and self.trainer.training
+        self.augment.train(training)
+        return {key: self.augment(value) for key, value in batch.items()}

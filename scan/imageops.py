@@ -1,0 +1,71 @@
+"""Conversions between images as people store them and as the networks see them (``[-1, 1]`` floats)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["uint8_to_model", "model_to_uint8", "pil_to_model", "model_to_pil", "make_grid", "heatmap"]
+
+
+def uint8_to_model(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``uint8`` in ``[0, 255]`` to floats in ``[-1, 1]``."""
+    return x.to(dtype) / 127.5 - 1.0
+
+
+def model_to_uint8(x: Tensor) -> Tensor:
+    """Floats in ``[-1, 1]`` to ``uint8`` (rounded, clamped)."""
+    return ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def pil_to_model(image: Image.Image) -> Tensor:
+    """An RGB PIL image to a ``(1, 3, H, W)`` float tensor in ``[-1, 1]``."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return uint8_to_model(torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0))
+
+
+def model_to_pil(x: Tensor) -> Image.Image:
+    """A ``(3, H, W)`` or ``(1, 3, H, W)`` tensor in ``[-1, 1]`` to an RGB PIL image."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"model_to_pil takes one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    return Image.fromarray(model_to_uint8(x).permute(1, 2, 0).cpu().numpy(), "RGB")
+
+
+def make_grid(rows: list[list[Tensor]], pad: int = 2, value: float = 1.0) -> Tensor:
+    """Tile equally sized ``(3, H, W)`` images into rows, padded with ``value``.
+
+    Returns:
+        A ``(3, H_total, W_total)`` tensor; images of unequal size are resized to the first one's.
+    """
+    first = rows[0][0]
+    h, w = first.shape[-2:]
+    n_cols = max(len(r) for r in rows)
+    canvas = first.new_full((3, pad + len(rows) * (h + pad), pad + n_cols * (w + pad)), value)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            if image.shape[-2:] != (h, w):
+                image = torch.nn.functional.interpolate(image[None].float(), size=(h, w), mode="nearest")[0]
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[:, top : top + h, left : left + w] = image
+    return canvas
+
+
+# A perceptual dark-blue -> teal -> yellow ramp (viridis' anchor colours).
+_RAMP = torch.tensor(
+    [[0.267, 0.005, 0.329], [0.230, 0.322, 0.546], [0.128, 0.567, 0.551], [0.369, 0.789, 0.383], [0.993, 0.906, 0.144]]
+)
+
+
+def heatmap(alpha: Tensor) -> Tensor:
+    """A ``(1, H, W)`` (or ``(C, H, W)``, averaged) map in ``[0, 1]`` as a ``(3, H, W)`` colour image in
+    ``[-1, 1]``: dark blue where alpha is 0 (the coarse stage is kept), yellow where 1 (new detail)."""
+    a = alpha.detach().float().mean(0).clamp(0, 1) * (len(_RAMP) - 1)
+    low = a.floor().long().clamp(max=len(_RAMP) - 2)
+    t = (a - low).unsqueeze(0)
+    ramp = _RAMP.to(alpha.device)
+    colour = ramp[low].permute(2, 0, 1) * (1 - t) + ramp[low + 1].permute(2, 0, 1) * t
+    return colour * 2 - 1

@@ -1,0 +1,333 @@
+"""The LightningModule that trains a SCAN model stage by stage (Lightning's GAN template:
+manual optimisation, ``toggle_optimizer``, ``manual_backward``, ``log_dict``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+import torch
+from torch import Tensor
+
+from scan.config import SCANConfig
+from scan.imageops import heatmap, make_grid
+from scan.losses import ImagePool
+from scan.model import SCAN
+from scan.registry import create_config
+from scan.training.checkpoint_io import SafeCheckpointIO
+
+__all__ = ["Phase", "SCANModule", "NonFiniteLossError", "default_schedule"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss stayed NaN/inf for too many steps in a row."""
+
+
+@dataclass
+class Phase:
+    """One phase of the training schedule.
+
+    Attributes:
+        stage: the stage trained (1-based; earlier stages frozen), or ``"joint"`` to fine-tune every
+            stage at once (earlier stages at ``joint_lr_scale`` times the learning rate).
+        epochs: epochs at the constant learning rate.
+        decay_epochs: epochs of linear decay to zero that follow (CycleGAN's ``n_epochs_decay``).
+    """
+
+    stage: int | Literal["joint"] = 1
+    epochs: int = 100
+    decay_epochs: int = 100
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.decay_epochs
+
+    def lr_factor(self, epoch_in_phase: int) -> float:
+        """CycleGAN's linear rule: 1 for ``epochs`` epochs, then down to ``1 / (decay + 1)``."""
+        return 1.0 - max(0, epoch_in_phase + 1 - self.epochs) / float(self.decay_epochs + 1)
+
+
+def default_schedule(num_stages: int) -> list[Phase]:
+    """CycleGAN's 100 + 100 epochs for every stage in turn, no joint phase."""
+    return [Phase(stage=k, epochs=100, decay_epochs=100) for k in range(1, num_stages + 1)]
+
+
+def _as_phase(value: Phase | dict[str, Any]) -> Phase:
+    return value if isinstance(value, Phase) else Phase(**value)
+
+
+class SCANModule(pl.LightningModule):
+    """Trains a :class:`~scan.SCAN` model from unpaired batches ``{"a": ..., "b": ...}`` in ``[-1, 1]``
+    at the top stage's resolution.
+
+    Every phase of ``schedule`` has its own generator and discriminator optimisers (Adam), so a
+    checkpoint restores every phase's state exactly. The learning rate is a pure function of the
+    epoch (constant, then linear decay within each phase), so a resumed run continues on the same
+    rate without scheduler state.
+
+    Args:
+        model: preset name (see ``scan.list_models()``).
+        model_overrides: config fields to replace, e.g. ``{"loss": {"lambda_cycle": 5.0}}``.
+        schedule: phases in order; default: each stage for 100 + 100 epochs.
+        lr: Adam learning rate (CycleGAN: 2e-4).
+        beta1: Adam beta1 (CycleGAN: 0.5).
+        beta2: Adam beta2.
+        joint_lr_scale: learning-rate factor of the earlier stages in a ``joint`` phase.
+        image_log_every_n_steps: training image grids are logged every this many batches (0: never).
+        channels_last: use the channels-last memory format (faster convs on recent GPUs / CPUs).
+        max_nonfinite_steps: consecutive steps with a NaN/inf loss (each skipped) before the run stops.
+    """
+
+    def __init__(
+        self,
+        model: str = "scan-128-256",
+        model_overrides: dict[str, Any] | None = None,
+        schedule: list[Phase] | None = None,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        joint_lr_scale: float = 0.1,
+        image_log_every_n_steps: int = 500,
+        channels_last: bool = False,
+        max_nonfinite_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        config = create_config(model, **(model_overrides or {}))
+        phases = [_as_phase(p) for p in (schedule or default_schedule(config.num_stages))]
+        self._check_schedule(phases, config)
+        # Hyper-parameters are stored as plain data: checkpoints must load with weights_only=True.
+        schedule = [dataclasses.asdict(p) for p in phases]  # noqa: F841 (read by save_hyperparameters)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.model = SCAN(config)
+        self.phases = phases
+        self.lr, self.betas, self.joint_lr_scale = lr, (beta1, beta2), joint_lr_scale
+        self.image_log_every_n_steps = image_log_every_n_steps
+        self.channels_last = channels_last
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._nonfinite_in_a_row = 0
+        # One pool of past fakes per stage and domain, as in CycleGAN (per process under DDP).
+        self.pools = {
+            f"stage{k}_{d}": ImagePool(config.loss.pool_size) for k in range(1, config.num_stages + 1) for d in "ab"
+        }
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _check_schedule(phases: list[Phase], config: SCANConfig) -> None:
+        if not phases:
+            raise ValueError("the schedule needs at least one phase")
+        for p in phases:
+            if p.stage != "joint" and not (isinstance(p.stage, int) and 1 <= p.stage <= config.num_stages):
+                raise ValueError(f"schedule phase {p}: stage must be 1..{config.num_stages} or 'joint'")
+            if p.epochs < 0 or p.decay_epochs < 0 or p.total_epochs == 0:
+                raise ValueError(f"schedule phase {p}: needs epochs >= 0, decay_epochs >= 0, and one of them > 0")
+
+    # ----------------------------------------------------------------------------------- schedule
+    @property
+    def config(self) -> SCANConfig:
+        return self.model.config
+
+    @property
+    def top_size(self) -> int:
+        """The training resolution of the top stage (``train.py`` links the data's crop size to it)."""
+        return self.config.top_size
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.total_epochs for p in self.phases)
+
+    def phase_at(self, epoch: int) -> tuple[int, int]:
+        """``(phase index, epoch within that phase)`` of a global epoch (past the end: the last phase)."""
+        start = 0
+        for index, phase in enumerate(self.phases):
+            if epoch < start + phase.total_epochs:
+                return index, epoch - start
+            start += phase.total_epochs
+        return len(self.phases) - 1, epoch - (start - self.phases[-1].total_epochs)
+
+    def trained_stage(self, phase: Phase) -> int:
+        return self.config.num_stages if phase.stage == "joint" else int(phase.stage)
+
+    # --------------------------------------------------------------------------------- optimisers
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers: list[torch.optim.Optimizer] = []
+        top = self.config.num_stages
+        for phase in self.phases:
+            if phase.stage == "joint":
+                g_groups = []
+                for stage in range(1, top + 1):
+                    gens, _ = self.model.stage_modules(stage)
+                    scale = 1.0 if stage == top else self.joint_lr_scale
+                    g_groups.append({"params": [p for m in gens for p in m.parameters()], "lr": self.lr * scale})
+                d_params = [p for d in [*self.model.D_a, *self.model.D_b] for p in d.parameters()]
+            else:
+                gens, discs = self.model.stage_modules(int(phase.stage))
+                g_groups = [{"params": [p for m in gens for p in m.parameters()], "lr": self.lr}]
+                d_params = [p for m in discs for p in m.parameters()]
+            optimizers.append(torch.optim.Adam(g_groups, lr=self.lr, betas=self.betas))
+            optimizers.append(torch.optim.Adam(d_params, lr=self.lr, betas=self.betas))
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["initial_lr"] = group["lr"]
+        return optimizers
+
+    def _phase_optimizers(self, index: int) -> tuple[Any, Any]:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return optimizers[2 * index], optimizers[2 * index + 1]
+
+    def on_train_epoch_start(self) -> None:
+        index, epoch_in_phase = self.phase_at(self.current_epoch)
+        phase = self.phases[index]
+        factor = phase.lr_factor(epoch_in_phase)
+        for opt in self._phase_optimizers(index):
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+        # Frozen stages run in eval mode (no dropout / running-stat updates in any custom network).
+        stage = self.trained_stage(phase)
+        for k in range(self.config.num_stages):
+            frozen = phase.stage != "joint" and k + 1 < stage
+            for direction in (self.model.G_ab, self.model.G_ba):
+                direction.stages[k].train(not frozen)
+                if k > 0:
+                    direction.fusions[k - 1].train(not frozen)
+
+    # ----------------------------------------------------------------------------------- training
+    def _finite(self, loss: Tensor, what: str) -> bool:
+        finite = bool(torch.isfinite(loss).all())
+        # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
+        finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if finite:
+            self._nonfinite_in_a_row = 0
+            return True
+        self._nonfinite_in_a_row += 1
+        n, limit = self._nonfinite_in_a_row, self.max_nonfinite_steps
+        if n >= limit:
+            raise NonFiniteLossError(
+                f"training stopped at epoch {self.current_epoch}, batch step {self.global_step}: the {what} loss "
+                f"was NaN/inf for {n} steps in a row; lower the learning rate, train in fp32, or check the data"
+            )
+        warnings.warn(f"step {self.global_step}: non-finite {what} loss, step skipped ({n}/{limit} in a row)")
+        return False
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        index, _ = self.phase_at(self.current_epoch)
+        phase = self.phases[index]
+        stage = self.trained_stage(phase)
+        opt_g, opt_d = self._phase_optimizers(index)
+        if self.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        real_a = self.model.stage_input(batch["a"], stage)
+        real_b = self.model.stage_input(batch["b"], stage)
+
+        # Generators (this stage's, or all in a joint phase): toggle_optimizer freezes every other
+        # parameter, the earlier stages and the discriminators included.
+        self.toggle_optimizer(opt_g)
+        step = self.model.generator_step(real_a, real_b, stage)
+        if self._finite(step.loss, "generator"):
+            self.manual_backward(step.loss)
+            opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+        self.untoggle_optimizer(opt_g)
+
+        # Discriminators, on a mix of new and past fakes.
+        fake_a = self.pools[f"stage{stage}_a"].query(step.fake_a)
+        fake_b = self.pools[f"stage{stage}_b"].query(step.fake_b)
+        self.toggle_optimizer(opt_d)
+        d_loss, d_terms = self.model.discriminator_step(real_a, real_b, fake_a, fake_b, stage)
+        if self._finite(d_loss, "discriminator"):
+            self.manual_backward(d_loss)
+            opt_d.step()
+        opt_d.zero_grad(set_to_none=True)
+        self.untoggle_optimizer(opt_d)
+
+        logs = {f"train/stage{stage}/{name}": value for name, value in {**step.terms, **d_terms}.items()}
+        logs[f"lr/stage{stage}"] = torch.tensor(opt_g.param_groups[-1]["lr"])
+        logs["phase"] = torch.tensor(float(index))
+        self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
+        self.log("G", step.terms["G_total"], prog_bar=True, on_step=True, logger=False)
+        self.log("D", d_loss.detach(), prog_bar=True, on_step=True, logger=False)
+
+        every = self.image_log_every_n_steps
+        if every and batch_idx % every == 0:
+            self._log_images(f"train/stage{stage}", real_a, real_b, step.fake_b, step.fake_a, step.rec_a, step.rec_b,
+                             step.stack_ab.alphas[-1], step.stack_ba.alphas[-1])
+
+    # --------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        index, _ = self.phase_at(self.current_epoch)
+        top = self.trained_stage(self.phases[index])
+        for stage in range(1, top + 1):
+            real_a = self.model.stage_input(batch["a"], stage)
+            real_b = self.model.stage_input(batch["b"], stage)
+            ab = self.model.translate(real_a, "a2b", upto=stage)
+            ba = self.model.translate(real_b, "b2a", upto=stage)
+            rec_a = self.model.translate(ab.final, "b2a", upto=stage).final
+            rec_b = self.model.translate(ba.final, "a2b", upto=stage).final
+            metrics = {
+                f"val/stage{stage}/cycle_a": (rec_a - real_a).abs().mean(),
+                f"val/stage{stage}/cycle_b": (rec_b - real_b).abs().mean(),
+            }
+            if "a_target" in batch:  # data with a known answer (the demo set): score the translation
+                target = self.model.stage_input(batch["a_target"], stage)
+                metrics[f"val/stage{stage}/psnr_a2b"] = psnr(ab.final, target)
+                metrics[f"val/stage{stage}/psnr_identity"] = psnr(real_a, target)
+            self.log_dict(metrics, on_epoch=True, sync_dist=True)
+            if batch_idx == 0:
+                self._log_images(f"val/stage{stage}", real_a, real_b, ab.final, ba.final, rec_a, rec_b,
+                                 ab.alphas[-1], ba.alphas[-1])
+
+    def _log_images(self, tag: str, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor,
+                    rec_a: Tensor, rec_b: Tensor, alpha_ab: Tensor | None, alpha_ba: Tensor | None) -> None:
+        """One grid row per sample: real A, fake B, rec A, real B, fake A, rec B, alpha A->B, alpha B->A."""
+        if not self.trainer.is_global_zero or self.logger is None or not hasattr(self.logger.experiment, "add_image"):
+            return
+        rows = []
+        for i in range(min(4, real_a.shape[0])):
+            row = [real_a[i], fake_b[i], rec_a[i], real_b[i], fake_a[i], rec_b[i]]
+            row += [heatmap(alpha[i]) for alpha in (alpha_ab, alpha_ba) if alpha is not None]
+            rows.append([t.detach().float().cpu() for t in row])
+        grid = (make_grid(rows).clamp(-1, 1) + 1) / 2
+        self.logger.experiment.add_image(tag, grid, self.global_step)
+
+    # ----------------------------------------------------------------------- checkpoints and data
+    def setup(self, stage: str) -> None:
+        # Safe checkpoint I/O (atomic writes, weights_only reads) unless the user chose another one.
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            self.trainer.strategy.checkpoint_io = SafeCheckpointIO()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What scan.load_model needs to rebuild the model from a .ckpt, as plain data.
+        checkpoint["scan"] = {"format": "scan-lightning", "config": self.config.to_dict()}
+        # Every rank's pools, gathered (all ranks run this hook): a resumed DDP run gets its own back.
+        pools = {}
+        for name, pool in self.pools.items():
+            state = pool.state_dict()
+            images = state["images"]
+            if self.trainer.world_size > 1:
+                images = self.all_gather(images.to(self.device)).cpu()  # (world, n, C, H, W)
+            else:
+                images = images.unsqueeze(0)
+            pools[name] = {"size": state["size"], "images": images}
+        checkpoint["image_pools"] = pools
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
+        for name, state in checkpoint.get("image_pools", {}).items():
+            if name in self.pools:
+                images = state["images"]
+                own = images[rank] if images.shape[0] == world and images.ndim == 5 else images[0]
+                self.pools[name].load_state_dict({"size": state["size"], "images": own}, self.device)
+
+
+def psnr(x: Tensor, y: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio (dB) of images in ``[-1, 1]``, averaged over the batch."""
+    mse = ((x.float().clamp(-1, 1) - y.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+
