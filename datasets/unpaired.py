@@ -80,8 +80,9 @@ class _DecodingDataset(Dataset):
 class UnpairedImageDataset(_DecodingDataset):
     """Unpaired samples ``{"a": A[i], "b": B[random]}`` as ``(3, S, S)`` uint8 tensors.
 
-    An epoch is ``max(len(A), len(B))`` samples; B is drawn independently of A (with torch's RNG,
-    which DataLoader seeds per worker). Random cropping and flipping happen later, on the batch,
+    An epoch is ``max(len(A), len(B))`` samples; B is drawn at random, independently of A (from
+    torch's RNG, which DataLoader seeds per worker and epoch, mixed with A's index so that DDP ranks
+    draw differently). Random cropping and flipping happen later, on the batch,
     on the device (:class:`scan.datasets.BatchAugment`).
 
     Args:
@@ -99,7 +100,10 @@ class UnpairedImageDataset(_DecodingDataset):
         return max(len(self.files_a), len(self.files_b))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        index_b = int(torch.randint(len(self.files_b), ()))
+        # Under DDP every rank seeds torch alike, so a plain draw would hand all ranks the same B
+        # images; mixing in A's index (different on every rank) keeps the draws independent.
+        seed = int(torch.randint(2**62, ())) ^ ((index * 0x9E3779B97F4A7C15) % 2**62)
+        index_b = int(torch.randint(len(self.files_b), (), generator=torch.Generator().manual_seed(seed)))
         return {"a": self._decode(self.files_a, index % len(self.files_a)), "b": self._decode(self.files_b, index_b)}
 
 

@@ -109,7 +109,7 @@ class SCANModule(pl.LightningModule):
         self.image_log_every_n_steps = image_log_every_n_steps
         self.channels_last = channels_last
         self.max_nonfinite_steps = max_nonfinite_steps
-        self._nonfinite_in_a_row = 0
+        self._nonfinite_in_a_row = {"generator": 0, "discriminator": 0}
         # One pool of past fakes per stage and domain, as in CycleGAN (per process under DDP).
         self.pools = {
             f"stage{k}_{d}": ImagePool(config.loss.pool_size) for k in range(1, config.num_stages + 1) for d in "ab"
@@ -203,10 +203,10 @@ class SCANModule(pl.LightningModule):
         # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
         finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
         if finite:
-            self._nonfinite_in_a_row = 0
+            self._nonfinite_in_a_row[what] = 0
             return True
-        self._nonfinite_in_a_row += 1
-        n, limit = self._nonfinite_in_a_row, self.max_nonfinite_steps
+        self._nonfinite_in_a_row[what] += 1
+        n, limit = self._nonfinite_in_a_row[what], self.max_nonfinite_steps
         if n >= limit:
             raise NonFiniteLossError(
                 f"training stopped at epoch {self.current_epoch}, batch step {self.global_step}: the {what} loss "
@@ -299,8 +299,14 @@ class SCANModule(pl.LightningModule):
     # ----------------------------------------------------------------------- checkpoints and data
     def setup(self, stage: str) -> None:
         # Safe checkpoint I/O (atomic writes, weights_only reads) unless the user chose another one.
-        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            self.trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = SafeCheckpointIO()
+        # Under DDP each phase leaves most parameters unused (frozen stages, the other optimiser's
+        # networks), so DDP must look for them; `--trainer.strategy ddp` then just works.
+        ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+        if isinstance(ddp_kwargs, dict):
+            ddp_kwargs["find_unused_parameters"] = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What scan.load_model needs to rebuild the model from a .ckpt, as plain data.
