@@ -69,3 +69,22 @@ def heatmap(alpha: Tensor) -> Tensor:
     ramp = _RAMP.to(alpha.device)
     colour = ramp[low].permute(2, 0, 1) * (1 - t) + ramp[low + 1].permute(2, 0, 1) * t
     return colour * 2 - 1
+
+
+def labelled_strip(rows: list[list[tuple[str, Tensor]]], tile: int = 192) -> Image.Image:
+    """A picture of labelled tiles: each row a list of ``(label, (3, H, W) tensor in [-1, 1])``,
+    every tile resized (nearest, so low stages stay visibly coarse) to ``tile`` pixels."""
+    from PIL import ImageDraw
+
+    label_height, pad = 16, 4
+    n_cols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (pad + n_cols * (tile + pad), len(rows) * (tile + label_height + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, row in enumerate(rows):
+        top = pad + i * (tile + label_height + pad)
+        for j, (label, image) in enumerate(row):
+            left = pad + j * (tile + pad)
+            draw.text((left + 2, top + 2), label, fill="black")
+            picture = model_to_pil(image.float()).resize((tile, tile), Image.Resampling.NEAREST)
+            sheet.paste(picture, (left, top + label_height))
+    return sheet

@@ -185,9 +185,15 @@ class SCANModule(pl.LightningModule):
         index, epoch_in_phase = self.phase_at(self.current_epoch)
         phase = self.phases[index]
         factor = phase.lr_factor(epoch_in_phase)
+        active: set[int] = set()
         for opt in self._phase_optimizers(index):
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
+                active.update(id(p) for p in group["params"])
+        # Freeze what this phase does not train. toggle_optimizer alone would miss parameters that
+        # belong to no optimiser (a schedule that starts at stage 2), and backpropagate into them.
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in active)
         # Frozen stages run in eval mode (no dropout / running-stat updates in any custom network).
         stage = self.trained_stage(phase)
         for k in range(self.config.num_stages):

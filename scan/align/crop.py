@@ -1,0 +1,141 @@
+"""Crop templates (FFHQ's oriented square, a wider portrait) and kornia warps to and from crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from kornia.geometry.transform import warp_affine
+from torch import Tensor
+
+__all__ = [
+    "TEMPLATES",
+    "ffhq_quad",
+    "portrait_quad",
+    "template_quad",
+    "quad_to_matrix",
+    "invert_affine",
+    "warp_to_crops",
+    "warp_from_crops",
+]
+
+TEMPLATES = ("ffhq", "portrait")
+
+
+def _rot90(v: np.ndarray) -> np.ndarray:
+    # Pixel coordinates: x right, y down. Turns a vector a quarter turn clockwise on screen.
+    return np.array([-v[1], v[0]])
+
+
+def _ffhq_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre ``c`` and half-axes ``x`` (right), ``y`` (down) of FFHQ's crop square."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"expected 68 (x, y) iBUG landmarks, got an array of shape {lm.shape}")
+    eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_avg, eye_to_eye = (eye_left + eye_right) / 2, eye_right - eye_left
+    mouth_avg = (lm[48] + lm[54]) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - _rot90(eye_to_mouth)  # levelled on the eyes, tilted by the eye-mouth axis
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = _rot90(x)
+    c = eye_avg + eye_to_mouth * 0.1
+    return c, x, y
+
+
+def _quad(c: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def ffhq_quad(landmarks: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The FFHQ data set's crop (Karras et al.): corners top-left, bottom-left, bottom-right, top-right.
+
+    Args:
+        landmarks: ``(68, 2)`` iBUG landmarks in pixels.
+        scale: side multiplier (1 is FFHQ's exact crop).
+
+    Returns:
+        ``(4, 2)`` quad corners in pixels.
+    """
+    c, x, y = _ffhq_frame(landmarks)
+    return _quad(c, x * scale, y * scale)
+
+
+def portrait_quad(landmarks: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """A head-and-shoulders crop: FFHQ's square 1.8x wider, its centre moved down towards the chest."""
+    c, x, y = _ffhq_frame(landmarks)
+    return _quad(c + 0.5 * y, 1.8 * scale * x, 1.8 * scale * y)
+
+
+def template_quad(landmarks: np.ndarray, template: str = "ffhq", scale: float = 1.0) -> np.ndarray:
+    if template == "ffhq":
+        return ffhq_quad(landmarks, scale)
+    if template == "portrait":
+        return portrait_quad(landmarks, scale)
+    raise ValueError(f"unknown crop template {template!r}; valid: {', '.join(TEMPLATES)}")
+
+
+def quad_to_matrix(quad: np.ndarray, size: int) -> np.ndarray:
+    """The 2x3 similarity mapping original pixels to crop pixels (pixel centres at integers), sending
+    the quad's corners to the crop's corners.
+
+    Returns:
+        ``(2, 3)`` float64 matrix ``M`` with ``crop = M[:, :2] @ p + M[:, 2]``.
+    """
+    top_left, _, bottom_right, top_right = np.asarray(quad, np.float64)
+    x_axis = top_right - top_left
+    side = np.hypot(*x_axis)
+    ex = x_axis / side
+    ey = _rot90(ex)
+    linear = (size / side) * np.stack([ex, ey])
+    # A pixel's outer edge at the quad's corner: the corner sits at -0.5 in pixel-centre coordinates.
+    offset = -linear @ top_left - 0.5
+    return np.concatenate([linear, offset[:, None]], axis=1)
+
+
+def invert_affine(matrix: np.ndarray | Tensor) -> np.ndarray | Tensor:
+    """Inverse of one ``(2, 3)`` or a batch ``(N, 2, 3)`` of affine matrices."""
+    is_tensor = isinstance(matrix, Tensor)
+    m = matrix.detach().cpu().double().numpy() if is_tensor else np.asarray(matrix, np.float64)
+    single = m.ndim == 2
+    m = m[None] if single else m
+    full = np.concatenate([m, np.tile([[[0.0, 0.0, 1.0]]], (len(m), 1, 1))], axis=1)
+    inv = np.linalg.inv(full)[:, :2]
+    inv = inv[0] if single else inv
+    return torch.from_numpy(inv).to(matrix.dtype).to(matrix.device) if is_tensor else inv
+
+
+def warp_to_crops(image: Tensor, matrices: np.ndarray | Tensor, size: int) -> Tensor:
+    """Cut ``N`` square crops out of one image (batched, differentiable, on the image's device).
+
+    Args:
+        image: :math:`(1, C, H, W)` or :math:`(C, H, W)` float image.
+        matrices: :math:`(N, 2, 3)` original-to-crop matrices.
+        size: crop side.
+
+    Returns:
+        :math:`(N, C, size, size)`; outside the photo, reflected content.
+    """
+    image = image[None] if image.ndim == 3 else image
+    m = torch.as_tensor(np.asarray(matrices) if not isinstance(matrices, Tensor) else matrices)
+    m = m.to(device=image.device, dtype=image.dtype)
+    return warp_affine(
+        image.expand(len(m), -1, -1, -1), m, (size, size), mode="bilinear", padding_mode="reflection",
+        align_corners=True,
+    )
+
+
+def warp_from_crops(crops: Tensor, matrices: np.ndarray | Tensor, height: int, width: int) -> Tensor:
+    """Warp crops back into the original photo's frame (zeros outside each crop's footprint).
+
+    Args:
+        crops: :math:`(N, C, S, S)`.
+        matrices: :math:`(N, 2, 3)` original-to-crop matrices (the ones the crops were cut with).
+        height, width: the photo's size.
+
+    Returns:
+        :math:`(N, C, height, width)`.
+    """
+    inverse = invert_affine(np.asarray(matrices) if not isinstance(matrices, Tensor) else matrices)
+    m = torch.as_tensor(inverse).to(device=crops.device, dtype=crops.dtype)
+    return warp_affine(crops, m, (height, width), mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -1,0 +1,96 @@
+"""Export one direction's whole stack (every stage and fusion block) to ONNX or TorchScript.
+
+    scan-export --checkpoint model.pt --format onnx --direction a2b --output a2b.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from scan.checkpoint import CheckpointError, load_model
+from scan.generator import StackedGenerator
+from scan.model import SCAN
+
+__all__ = ["FinalOutput", "export_model", "main", "FORMATS"]
+
+FORMATS = ("onnx", "torchscript")
+
+
+class FinalOutput(nn.Module):
+    """A stacked generator returning only its last stage's image (what deployment wants).
+
+    Shape:
+        - Input: :math:`(B, 3, H, W)` in ``[-1, 1]``
+        - Output: :math:`(B, 3, H, W)` in ``[-1, 1]``
+    """
+
+    def __init__(self, generator: StackedGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.generator(image).final
+
+
+def export_model(
+    model: SCAN, path: str | os.PathLike[str], format: str = "onnx", direction: str = "a2b", size: int | None = None
+) -> Path:
+    """Export ``model``'s ``direction`` stack for a fixed input size (default: the model's top size).
+
+    ONNX files are self-contained (weights inside, no ``.data`` side file), input ``image`` and
+    output ``translated``, both ``(1, 3, size, size)`` in ``[-1, 1]``.
+
+    Returns:
+        The written path.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    size = size or model.config.top_size
+    wrapper = FinalOutput(model.generator(direction)).eval().cpu()
+    example = torch.zeros(1, model.config.channels, size, size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about shape checks, which hold for this size
+        if format == "onnx":
+            torch.onnx.export(
+                wrapper, (example,), str(path), dynamo=True, external_data=False, input_names=["image"],
+                output_names=["translated"], verbose=False,
+            )
+        else:
+            with torch.no_grad():
+                torch.jit.trace(wrapper, example).save(str(path))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scan-export", description="Export a scan model's stack to ONNX / TorchScript.")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint")
+    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--size", type=int, default=None, help="input side (default: the model's top size)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    if args.output.exists() and not args.overwrite:
+        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.checkpoint)
+        path = export_model(model, args.output, args.format, args.direction, args.size)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({args.format}, {args.direction}, {model.num_stages} stage(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

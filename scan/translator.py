@@ -1,0 +1,187 @@
+"""``Translator``: inference with a trained model, on aligned images or on whole portraits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from scan.align import AlignedFace, align_faces, landmark_hull_mask, paste_back, rounded_square_mask
+from scan.align.landmarks import LandmarkBackend, get_backend
+from scan.checkpoint import load_model
+from scan.generator import StackOutput
+from scan.imageops import model_to_pil, pil_to_model
+from scan.model import SCAN
+
+__all__ = ["Translator", "PortraitResult", "FaceResult", "resolve_device"]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class FaceResult:
+    """One translated face.
+
+    Attributes:
+        crop: the model's input, :math:`(3, S, S)` in ``[-1, 1]``.
+        output: the translated crop, :math:`(3, S, S)` in ``[-1, 1]``.
+        stages: every stage's output, coarse to fine.
+        alphas: every stage's fusion map (``None`` for stage 1).
+        aligned: detection and crop matrix; ``None`` when the input was an aligned image already.
+    """
+
+    crop: Tensor
+    output: Tensor
+    stages: list[Tensor] = field(default_factory=list)
+    alphas: list[Tensor | None] = field(default_factory=list)
+    aligned: AlignedFace | None = None
+
+
+@dataclass
+class PortraitResult:
+    """``image``: the result photo (pasted back) or the first translated crop; ``faces``: per face."""
+
+    image: Image.Image
+    faces: list[FaceResult]
+
+
+class Translator:
+    """Runs one direction of a trained SCAN model under ``torch.inference_mode``; no Trainer needed.
+
+    Args:
+        model: the model.
+        direction: ``a2b`` or ``b2a``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+        precision: ``fp32`` or ``bf16`` (autocast).
+
+    Example:
+        >>> translator = Translator.from_checkpoint("selfie2anime.pt")
+        >>> result = translator.portrait(Image.open("me.jpg"))
+        >>> result.image.save("me_anime.png")
+    """
+
+    def __init__(self, model: SCAN, direction: str = "a2b", device: str = "auto", precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = resolve_device(device)
+        self.generator = model.generator(direction).to(self.device).eval()
+        self.direction, self.precision = direction, precision
+        self.size = model.config.top_size
+        self._backends: dict[str, LandmarkBackend] = {}
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], direction: str = "a2b", device: str = "auto", precision: str = "fp32"
+    ) -> Translator:
+        """Load a scan model file (or training checkpoint) safely and wrap one of its directions."""
+        return cls(load_model(path), direction, device, precision)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def translate(self, images: Tensor) -> StackOutput:
+        """Translate a batch in ``[-1, 1]``, :math:`(B, 3, H, W)` with sides the stack accepts."""
+        with torch.inference_mode(), self._autocast():
+            out = self.generator(images.to(self.device, torch.float32))
+        return StackOutput(
+            outputs=[o.float() for o in out.outputs],
+            alphas=[a if a is None else a.float() for a in out.alphas],
+            raw=[r.float() for r in out.raw],
+        )
+
+    def __call__(self, image: Image.Image | Tensor) -> Image.Image | Tensor:
+        """Translate an already aligned image.
+
+        A PIL image is resized to the model's size and the result returned as a PIL image of that
+        size; a tensor :math:`(B, 3, H, W)` in ``[-1, 1]`` is translated as it is.
+        """
+        if isinstance(image, Tensor):
+            return self.translate(image if image.ndim == 4 else image[None]).final
+        x = pil_to_model(image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC))
+        return model_to_pil(self.translate(x).final)
+
+    def _face_results(self, crops: Tensor, aligned: list[AlignedFace] | list[None]) -> list[FaceResult]:
+        out = self.translate(crops)
+        return [
+            FaceResult(crops[i].cpu(), out.final[i].cpu(), [o[i].cpu() for o in out.outputs],
+                       [None if al is None else al[i].cpu() for al in out.alphas], a)
+            for i, a in enumerate(aligned)
+        ]
+
+    def aligned(self, image: Image.Image) -> PortraitResult:
+        """Translate an image that is already an aligned crop; the result has the input's size."""
+        size = (self.size, self.size)
+        crop = pil_to_model(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
+        (face,) = self._face_results(crop, [None])
+        return PortraitResult(model_to_pil(face.output).resize(image.size, Image.Resampling.BICUBIC), [face])
+
+    def _backend(self, name: str) -> LandmarkBackend:
+        if name not in self._backends:
+            self._backends[name] = get_backend(name, device=str(self.device))
+        return self._backends[name]
+
+    def portrait(
+        self,
+        photo: Image.Image,
+        align: str = "ffhq",
+        paste: bool = True,
+        faces: str = "largest",
+        landmarks: str = "auto",
+        mask: str = "square",
+        min_score: float | None = None,
+        user_landmarks: np.ndarray | list[np.ndarray] | None = None,
+    ) -> PortraitResult:
+        """Translate the face(s) of a photo.
+
+        Args:
+            photo: the photo.
+            align: ``ffhq`` or ``portrait`` crop template.
+            paste: blend the translated faces back into the photo; otherwise ``image`` is the first
+                translated crop.
+            faces: ``largest`` or ``all``.
+            landmarks: ``auto``, ``fan`` or ``dlib`` backend.
+            mask: paste-back mask, ``square`` (rounded, feathered) or ``hull`` (landmark hull).
+            min_score: detection threshold (default: the backend's).
+            user_landmarks: ``(68, 2)`` landmarks per face computed elsewhere (skips detection).
+
+        Returns:
+            A :class:`PortraitResult`; its ``faces`` hold every stage's output and alpha map.
+
+        Raises:
+            scan.align.AlignmentError: no face was found.
+        """
+        from scan.align import AlignmentError
+
+        x = pil_to_model(photo.convert("RGB"))
+        backend = None if user_landmarks is not None else self._backend(landmarks)
+        aligned = align_faces(x, self.size, align, 1.0, backend, faces, min_score, user_landmarks)
+        if not aligned:
+            raise AlignmentError("no face found")
+        results = self._face_results(torch.stack([a.crop for a in aligned]), aligned)
+        if not paste:
+            return PortraitResult(model_to_pil(results[0].output), results)
+        if mask == "hull":
+            masks = torch.stack([landmark_hull_mask(a.landmarks_in_crop, self.size) for a in aligned])
+        elif mask == "square":
+            masks = rounded_square_mask(self.size)
+        else:
+            raise ValueError(f"mask must be 'square' or 'hull', got {mask!r}")
+        matrices = np.stack([a.matrix for a in aligned])
+        blended = paste_back(x, torch.stack([r.output for r in results]), matrices, masks)
+        # Untouched pixels survive exactly: uint8 -> [-1, 1] -> uint8 rounds back to the same value.
+        return PortraitResult(model_to_pil(blended), results)
+
