@@ -96,15 +96,18 @@ class DlibBackend:
         self._predictor = dlib.shape_predictor(str(model))
         self._rectangle = dlib.rectangle
 
+    def find_boxes(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Face boxes ``(x0, y0, x1, y1)`` and scores (the detection half of :meth:`detect`)."""
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), self.upsample, 0.0)
+        return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+    def landmarks(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The 68 landmarks inside one box (the landmark half of :meth:`detect`)."""
+        shape = self._predictor(np.ascontiguousarray(image), self._rectangle(*(int(round(v)) for v in box)))
+        return np.array([(shape.part(i).x, shape.part(i).y) for i in range(68)], dtype=np.float64)
+
     def detect(self, image: np.ndarray) -> list[Face]:
-        image = np.ascontiguousarray(image)
-        rects, scores, _ = self._detector.run(image, self.upsample, 0.0)
-        faces = []
-        for rect, score in zip(rects, scores):
-            shape = self._predictor(image, rect)
-            points = np.array([(shape.part(i).x, shape.part(i).y) for i in range(68)], dtype=np.float64)
-            faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), float(score), points))
-        return faces
+        return [Face(box, score, self.landmarks(image, box)) for box, score in self.find_boxes(image)]
 
 
 _FAN_FILES = ("2DFAN4-11f355bf06.pth.tar", "s3fd-619a316812.pth")

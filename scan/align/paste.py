@@ -38,10 +38,13 @@ def rounded_square_mask(size: int, feather: float = 0.08, radius: float = 0.15) 
 def _convex_hull(points: np.ndarray) -> np.ndarray:
     pts = sorted(map(tuple, points))
 
+    def turn(o, a, b) -> float:  # z of the cross product (a - o) x (b - o): > 0 for a left turn
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
     def half(seq):
         out: list[tuple[float, float]] = []
         for p in seq:
-            while len(out) >= 2 and np.cross(np.subtract(out[-1], out[-2]), np.subtract(p, out[-2])) <= 0:
+            while len(out) >= 2 and turn(out[-2], out[-1], p) <= 0:
                 out.pop()
             out.append(p)
         return out

@@ -1,0 +1,113 @@
+"""End-to-end portrait latency, split into detect / landmarks / warp / translate / paste-back.
+
+For every preset at each crop size (default 256 and 512), the translation runs eager fp32, eager
+bf16 autocast, and ONNX Runtime (CPU) on scikit-image's astronaut portrait (512x512), with the dlib
+backend (FAN needs weights that cannot be fetched here). Medians of ``--repeats`` runs; all rows in
+one run, so their ratios are comparable.
+
+Usage:
+    python benchmarks/infer_latency.py [--sizes 256 512] [--presets ...] [--repeats 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import data
+
+import scan
+from scan.align import DlibBackend, ffhq_quad, paste_back, quad_to_matrix, rounded_square_mask, warp_to_crops
+from scan.export import export_model
+from scan.imageops import model_to_pil, pil_to_model
+
+warnings.filterwarnings("ignore")
+
+
+def timed(fn, repeats: int):
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--presets", nargs="+", default=[p for p in scan.list_models() if p != "tiny"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime column")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "infer_latency.json")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+
+    photo = Image.fromarray(data.astronaut())
+    array = np.asarray(photo)
+    x = pil_to_model(photo)
+    backend = DlibBackend()
+    t_detect, boxes = timed(lambda: backend.find_boxes(array), args.repeats)
+    box = max(boxes, key=lambda b: b[1])[0]
+    t_landmarks, landmarks = timed(lambda: backend.landmarks(array, box), args.repeats)
+
+    rows = []
+    for size in args.sizes:
+        matrix = quad_to_matrix(ffhq_quad(landmarks), size)[None]
+        mask = rounded_square_mask(size)
+        t_warp, crop = timed(lambda: warp_to_crops(x, matrix, size), args.repeats)
+        t_paste, _ = timed(lambda: model_to_pil(paste_back(x, crop, matrix, mask)), args.repeats)
+        for preset in args.presets:
+            model = scan.create_model(preset).eval()
+            generator = model.G_ab
+            runners = {
+                "fp32": lambda: generator(crop).final,
+                "bf16": lambda: _bf16(generator, crop),
+            }
+            if not args.no_onnx:
+                import onnxruntime
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = export_model(model, Path(tmp) / "model.onnx", "onnx", size=size)
+                    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                feed = {"image": crop.numpy()}
+                runners["onnxruntime"] = lambda: session.run(None, feed)[0]
+            for engine, run in runners.items():
+                t_translate, _ = timed(run, args.repeats)
+                row = {
+                    "preset": preset, "size": size, "engine": engine, "detect_ms": 1e3 * t_detect,
+                    "landmarks_ms": 1e3 * t_landmarks, "warp_ms": 1e3 * t_warp, "translate_ms": 1e3 * t_translate,
+                    "paste_ms": 1e3 * t_paste,
+                }
+                row["total_ms"] = sum(v for k, v in row.items() if k.endswith("_ms"))
+                rows.append(row)
+                print(
+                    f"{preset:16} {size:>4} {engine:11} detect {row['detect_ms']:6.1f}  landmarks "
+                    f"{row['landmarks_ms']:5.1f}  warp {row['warp_ms']:5.1f}  translate {row['translate_ms']:8.1f}  "
+                    f"paste {row['paste_ms']:5.1f}  total {row['total_ms']:8.1f} ms",
+                    flush=True,
+                )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "photo": "skimage astronaut 512x512", "landmarks": "dlib"}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+def _bf16(generator, crop):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return generator(crop).final
+
+
+if __name__ == "__main__":
+    main()
