@@ -13,12 +13,12 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from scan.align import AlignmentError
+from scan.align import AlignmentError, NoFaceError
 from scan.align.crop import TEMPLATES
 from scan.align.landmarks import BACKENDS
 from scan.checkpoint import CheckpointError
 from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
-from scan.imageops import heatmap, labelled_strip, pil_to_model
+from scan.imageops import heatmap, labelled_strip
 from scan.translator import PortraitResult, Translator
 
 __all__ = ["main", "build_parser", "stage_strip"]
@@ -73,10 +73,8 @@ def _translate_one(translator: Translator, args: argparse.Namespace, source: Pat
                 photo, align=args.align, paste=args.paste_back, faces=args.faces, landmarks=args.landmarks,
                 mask=args.mask,
             )
-        except AlignmentError as e:
-            if str(e) == "no face found":
-                raise InputError(f"{source}: no face found (for an aligned crop use --align none)") from None
-            raise
+        except NoFaceError:
+            raise InputError(f"{source}: no face found (for an aligned crop use --align none)") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(target)
     if strip is not None:
@@ -112,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         for _, target in jobs:
             _check_output(target, args.overwrite)
         translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
+        if args.align != "none":
+            translator.landmark_backend(args.landmarks)  # fail now, not once per photo
     except (InputError, CheckpointError, AlignmentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

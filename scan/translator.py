@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from scan.align import AlignedFace, align_faces, landmark_hull_mask, paste_back, rounded_square_mask
+from scan.align import AlignedFace, NoFaceError, align_faces, landmark_hull_mask, paste_back, rounded_square_mask
 from scan.align.landmarks import LandmarkBackend, get_backend
 from scan.checkpoint import load_model
 from scan.generator import StackOutput
@@ -129,7 +129,8 @@ class Translator:
         (face,) = self._face_results(crop, [None])
         return PortraitResult(model_to_pil(face.output).resize(image.size, Image.Resampling.BICUBIC), [face])
 
-    def _backend(self, name: str) -> LandmarkBackend:
+    def landmark_backend(self, name: str = "auto") -> LandmarkBackend:
+        """The landmark backend ``name`` (``auto``, ``fan``, ``dlib``), created once and kept."""
         if name not in self._backends:
             self._backends[name] = get_backend(name, device=str(self.device))
         return self._backends[name]
@@ -162,15 +163,14 @@ class Translator:
             A :class:`PortraitResult`; its ``faces`` hold every stage's output and alpha map.
 
         Raises:
-            scan.align.AlignmentError: no face was found.
+            scan.align.NoFaceError: no face was found.
+            scan.align.AlignmentError: no landmark backend is usable.
         """
-        from scan.align import AlignmentError
-
         x = pil_to_model(photo.convert("RGB"))
-        backend = None if user_landmarks is not None else self._backend(landmarks)
+        backend = None if user_landmarks is not None else self.landmark_backend(landmarks)
         aligned = align_faces(x, self.size, align, 1.0, backend, faces, min_score, user_landmarks)
         if not aligned:
-            raise AlignmentError("no face found")
+            raise NoFaceError("no face found")
         results = self._face_results(torch.stack([a.crop for a in aligned]), aligned)
         if not paste:
             return PortraitResult(model_to_pil(results[0].output), results)

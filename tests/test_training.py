@@ -252,3 +252,14 @@ def test_tiny_model_learns_the_demo_mapping(tmp_path):
     gain_stage2 = float(metrics["val/stage2/psnr_a2b"] - metrics["val/stage2/psnr_identity"])
     assert gain_stage1 > 0.5, dict(metrics)
     assert gain_stage2 > 0.5, dict(metrics)
+
+
+def test_phase_learning_rate_rule_matches_cyclegan_and_never_goes_negative():
+    phase = Phase(1, epochs=3, decay_epochs=3)
+    assert [phase.lr_factor(e) for e in range(6)] == pytest.approx([1, 1, 1, 0.75, 0.5, 0.25])
+    assert phase.lr_factor(10) == 0.0  # past the schedule (a larger --trainer.max_epochs): stays at 0
+    module = SCANModule("tiny", schedule=[Phase(1, 2, 0), Phase(2, 1, 1), Phase("joint", 1, 0)])
+    assert [module.phase_at(e) for e in range(6)] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    assert module.total_epochs == 5
+    with pytest.raises(ValueError, match="stage must be 1..2 or 'joint'"):
+        SCANModule("tiny", schedule=[Phase(3, 1, 0)])

@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "AlignmentError",
+    "NoFaceError",
     "Face",
     "LandmarkBackend",
     "DlibBackend",
@@ -26,6 +27,10 @@ BACKENDS = ("auto", "fan", "dlib")
 
 class AlignmentError(RuntimeError):
     """No usable landmark backend, or no face where one was required."""
+
+
+class NoFaceError(AlignmentError):
+    """A photo in which no face (above the score and size thresholds) was found."""
 
 
 @dataclass

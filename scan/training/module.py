@@ -48,7 +48,7 @@ class Phase:
 
     def lr_factor(self, epoch_in_phase: int) -> float:
         """CycleGAN's linear rule: 1 for ``epochs`` epochs, then down to ``1 / (decay + 1)``."""
-        return 1.0 - max(0, epoch_in_phase + 1 - self.epochs) / float(self.decay_epochs + 1)
+        return max(0.0, 1.0 - max(0, epoch_in_phase + 1 - self.epochs) / float(self.decay_epochs + 1))
 
 
 def default_schedule(num_stages: int) -> list[Phase]:
