@@ -10,6 +10,7 @@ from PIL import Image
 from skimage import data
 
 from scan.align import (
+    AlignmentError,
     Face,
     align_faces,
     choose_faces,
@@ -166,3 +167,37 @@ def test_scan_align_cli_aligns_a_folder_and_reports_problems(tmp_path, astronaut
     assert align_main([str(raw), str(raw / "out")]) == 2
     assert "the input folder or inside it" in capsys.readouterr().err
 
+
+
+def test_fan_backend_without_weights_says_how_to_get_them(monkeypatch, tmp_path):
+    import urllib.error
+
+    import face_alignment.api
+    import face_alignment.detection.sfd.sfd_detector as sfd
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(sfd, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(face_alignment.api, "load_file_from_url", offline)
+    assert not fan_weights_cached()
+    with pytest.raises(AlignmentError, match="s3fd-619a316812.pth in .*hub.*--landmarks dlib"):
+        get_backend("fan")
+
+
+def test_fan_backend_converts_face_alignment_output(astronaut):
+    from scan.align import FanBackend
+
+    landmarks = np.random.default_rng(0).uniform(100, 200, (68, 2))
+
+    class FakeFaceAlignment:  # face-alignment's documented return of get_landmarks_from_image
+        def get_landmarks_from_image(self, image, return_bboxes, return_landmark_score):
+            assert image.shape == (512, 512, 3) and return_bboxes and return_landmark_score
+            return [landmarks], [np.ones(68)], [np.array([90.0, 80.0, 210.0, 220.0, 0.99])]
+
+    backend = FanBackend.__new__(FanBackend)
+    backend._fa = FakeFaceAlignment()
+    (face,) = detect_faces(astronaut, backend)
+    assert face.box == (90.0, 80.0, 210.0, 220.0) and face.score == 0.99
+    assert np.array_equal(face.landmarks, landmarks)

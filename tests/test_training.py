@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import scan
 from scan.checkpoint import read_checkpoint
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import build_demo_set
@@ -179,6 +180,7 @@ def test_resume_after_a_killed_run_continues_phase_step_lr_and_pools(tmp_path, d
         process.send_signal(signal.SIGKILL)
         process.wait()
     saved = read_checkpoint(last)  # a kill never leaves a corrupt last.ckpt (atomic writes)
+    assert scan.load_model(last).num_stages == 2  # training checkpoints are model files too
     epoch, step = saved["epoch"], saved["global_step"]
 
     seen = {}

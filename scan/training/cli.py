@@ -11,6 +11,7 @@ The resolved config is saved as ``config.yaml`` in each run's log folder.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -61,6 +62,9 @@ class SCANCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> int:
     """Run the CLI; the errors a user can cause end in one line on stderr and exit status 2."""
+    # Lightning warns that step-based checkpoints of manually optimised modules hold the state after
+    # the optimiser steps: that is the state a resumed run must continue from.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     try:
         SCANCLI(
             SCANModule,
