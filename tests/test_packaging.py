@@ -30,7 +30,8 @@ def wheel_files(tmp_path_factory) -> list[str]:
 
 
 def test_wheel_maps_folders_under_scan(wheel_files):
-    for expected in ["scan/__init__.py", "scan/stages/resnet.py", "scan/fusion/adaptive.py", "scan/datasets/__init__.py"]:
+    for expected in ["scan/__init__.py", "scan/stages/resnet.py", "scan/fusion/adaptive.py", "scan/datasets/demo.py",
+                     "scan/training/module.py", "scan/align/crop.py"]:
         assert expected in wheel_files
 
 
