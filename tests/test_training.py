@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,15 +72,12 @@ class Snapshots(pl.Callback):
         return [not torch.equal(self.start[epoch][n], self.end[epoch][n]) for n in names]
 
 
-def test_every_phase_trains_its_part_and_logs_to_tensorboard(tmp_path, demo_root, monkeypatch):
+def test_every_phase_trains_its_part_and_logs_to_tensorboard(tmp_path, demo_root):
     # Bad files in the training folder are reported and skipped; the run is fine.
-    bad = demo_root.parent / "with_bad"
-    if not bad.exists():
-        import shutil
-
-        shutil.copytree(demo_root, bad)
-        (bad / "trainA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-        (bad / "trainB" / "empty.jpg").write_bytes(b"")
+    bad = tmp_path / "with_bad"
+    shutil.copytree(demo_root, bad)
+    (bad / "trainA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (bad / "trainB" / "empty.jpg").write_bytes(b"")
     module = SCANModule(
         "tiny",
         schedule=[Phase(1, 1, 0), Phase(2, 1, 1), Phase("joint", 1, 0)],
