@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 __all__ = [
@@ -17,7 +16,6 @@ __all__ = [
     "find_images",
     "load_image",
     "check_image",
-    "to_tensor",
     "report_bad_files",
 ]
 
@@ -97,11 +95,6 @@ def check_image(path: Path) -> str | None:
     except Exception as e:  # PIL raises many types for garbage input
         return f"{type(e).__name__}: {e}"
     return None
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image to a ``(3, H, W)`` uint8 tensor."""
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
 def report_bad_files(bad: Iterable[tuple[Path, str]], where: str) -> None:

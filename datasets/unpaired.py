@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from scan.datasets.images import NoImagesError, check_image, find_images, load_image, report_bad_files, to_tensor
+from scan.datasets.images import NoImagesError, check_image, find_images, load_image, report_bad_files
+from scan.imageops import pil_to_uint8
 
 __all__ = ["resolve_folders", "usable_images", "UnpairedImageDataset", "FixedPairsDataset"]
 
@@ -73,7 +74,7 @@ class _DecodingDataset(Dataset):
                     warnings.warn(f"{path}: skipped unreadable file ({type(e).__name__}: {e})", stacklevel=2)
                 continue
             # CycleGAN's `resize_and_crop` first step: resize to a square load size (aspect not kept).
-            return to_tensor(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
+            return pil_to_uint8(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
         raise NoImagesError(f"{files[0].parent}: no file could be decoded")
 
 

@@ -14,13 +14,16 @@ import torch
 
 
 def main() -> int:
-    import scan
+    from PIL import Image
     from skimage import data
+
+    import scan
+    from scan.imageops import pil_to_model
 
     print(f"scan {scan.__version__}: presets {', '.join(scan.list_models())}")
     model = scan.create_model("tiny").eval()
     size = model.config.top_size
-    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
+    photo = pil_to_model(Image.fromarray(data.astronaut()))
     x = torch.nn.functional.interpolate(photo, size=(size, size), mode="area")
     with torch.inference_mode():
         out = model.translate(x)

@@ -7,7 +7,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["uint8_to_model", "model_to_uint8", "pil_to_model", "model_to_pil", "make_grid", "heatmap"]
+__all__ = [
+    "uint8_to_model", "model_to_uint8", "pil_to_uint8", "pil_to_model", "model_to_pil", "make_grid", "heatmap",
+    "labelled_strip",
+]
 
 
 def uint8_to_model(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -20,10 +23,15 @@ def model_to_uint8(x: Tensor) -> Tensor:
     return ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
 
 
-def pil_to_model(image: Image.Image) -> Tensor:
-    """An RGB PIL image to a ``(1, 3, H, W)`` float tensor in ``[-1, 1]``."""
+def pil_to_uint8(image: Image.Image) -> Tensor:
+    """A PIL image to a ``(3, H, W)`` RGB ``uint8`` tensor."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    return uint8_to_model(torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0))
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def pil_to_model(image: Image.Image) -> Tensor:
+    """A PIL image to a ``(1, 3, H, W)`` RGB float tensor in ``[-1, 1]``."""
+    return uint8_to_model(pil_to_uint8(image).unsqueeze(0))
 
 
 def model_to_pil(x: Tensor) -> Image.Image:
@@ -39,7 +47,7 @@ def make_grid(rows: list[list[Tensor]], pad: int = 2, value: float = 1.0) -> Ten
     """Tile equally sized ``(3, H, W)`` images into rows, padded with ``value``.
 
     Returns:
-        A ``(3, H_total, W_total)`` tensor; images of unequal size are resized to the first one's.
+        A ``(3, H_total, W_total)`` tensor.
     """
     first = rows[0][0]
     h, w = first.shape[-2:]
@@ -47,8 +55,6 @@ def make_grid(rows: list[list[Tensor]], pad: int = 2, value: float = 1.0) -> Ten
     canvas = first.new_full((3, pad + len(rows) * (h + pad), pad + n_cols * (w + pad)), value)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
-            if image.shape[-2:] != (h, w):
-                image = torch.nn.functional.interpolate(image[None].float(), size=(h, w), mode="nearest")[0]
             top, left = pad + i * (h + pad), pad + j * (w + pad)
             canvas[:, top : top + h, left : left + w] = image
     return canvas

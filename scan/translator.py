@@ -111,8 +111,10 @@ class Translator:
         """
         if isinstance(image, Tensor):
             return self.translate(image if image.ndim == 4 else image[None]).final
-        x = pil_to_model(image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC))
-        return model_to_pil(self.translate(x).final)
+        return model_to_pil(self.translate(self._model_input(image)).final)
+
+    def _model_input(self, image: Image.Image) -> Tensor:
+        return pil_to_model(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
 
     def _face_results(self, crops: Tensor, aligned: list[AlignedFace] | list[None]) -> list[FaceResult]:
         out = self.translate(crops)
@@ -124,9 +126,7 @@ class Translator:
 
     def aligned(self, image: Image.Image) -> PortraitResult:
         """Translate an image that is already an aligned crop; the result has the input's size."""
-        size = (self.size, self.size)
-        crop = pil_to_model(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
-        (face,) = self._face_results(crop, [None])
+        (face,) = self._face_results(self._model_input(image), [None])
         return PortraitResult(model_to_pil(face.output).resize(image.size, Image.Resampling.BICUBIC), [face])
 
     def landmark_backend(self, name: str = "auto") -> LandmarkBackend:

@@ -181,3 +181,17 @@ def test_mobile_generator_shape_range_and_cost():
 def test_networks_reject_bad_input_with_a_clear_message(net, shape, match):
     with pytest.raises(ValueError, match=match):
         net(torch.rand(*shape))
+
+
+def test_input_skip_lets_the_generator_see_absolute_colour():
+    # Instance norm after the first conv removes any global affine change of the input, so the plain
+    # CycleGAN generator cannot tell a dark image from a bright one; the input skip can.
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    darker = 0.5 * x - 0.3
+    plain = ResnetGenerator(ngf=8, n_blocks=1).eval()
+    skip = ResnetGenerator(ngf=8, n_blocks=1, input_skip=True).eval()
+    with torch.no_grad():
+        skip.model[:-3].load_state_dict(plain.model[:-3].state_dict())
+        assert (plain(x) - plain(darker)).abs().max() < 1e-3
+        assert (skip(x) - skip(darker)).abs().mean() > 0.01

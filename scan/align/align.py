@@ -9,6 +9,7 @@ from torch import Tensor
 
 from scan.align.crop import quad_to_matrix, template_quad, warp_to_crops
 from scan.align.landmarks import Face, LandmarkBackend, choose_faces, get_backend
+from scan.imageops import model_to_uint8
 
 __all__ = ["AlignedFace", "align_faces", "detect_faces", "image_to_array"]
 
@@ -36,8 +37,7 @@ def image_to_array(image: np.ndarray | Tensor) -> np.ndarray:
     """An RGB ``uint8`` ``(H, W, 3)`` array from an array or a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor in
     ``[-1, 1]`` (the landmark backends want the former)."""
     if isinstance(image, Tensor):
-        t = image[0] if image.ndim == 4 else image
-        return ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        return model_to_uint8(image[0] if image.ndim == 4 else image).permute(1, 2, 0).cpu().numpy()
     return np.asarray(image)
 
 

@@ -269,25 +269,28 @@ class SCANModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         index, _ = self.phase_at(self.current_epoch)
         top = self.trained_stage(self.phases[index])
+        # One pass per direction yields every stage's output: running stages 1..k on the image
+        # downsampled to stage k gives exactly stage k's output of the full pass.
+        ab = self.model.translate(self.model.stage_input(batch["a"], top), "a2b", upto=top)
+        ba = self.model.translate(self.model.stage_input(batch["b"], top), "b2a", upto=top)
         for stage in range(1, top + 1):
             real_a = self.model.stage_input(batch["a"], stage)
             real_b = self.model.stage_input(batch["b"], stage)
-            ab = self.model.translate(real_a, "a2b", upto=stage)
-            ba = self.model.translate(real_b, "b2a", upto=stage)
-            rec_a = self.model.translate(ab.final, "b2a", upto=stage).final
-            rec_b = self.model.translate(ba.final, "a2b", upto=stage).final
+            fake_b, fake_a = ab.outputs[stage - 1], ba.outputs[stage - 1]
+            rec_a = self.model.translate(fake_b, "b2a", upto=stage).final
+            rec_b = self.model.translate(fake_a, "a2b", upto=stage).final
             metrics = {
                 f"val/stage{stage}/cycle_a": (rec_a - real_a).abs().mean(),
                 f"val/stage{stage}/cycle_b": (rec_b - real_b).abs().mean(),
             }
             if "a_target" in batch:  # data with a known answer (the demo set): score the translation
                 target = self.model.stage_input(batch["a_target"], stage)
-                metrics[f"val/stage{stage}/psnr_a2b"] = psnr(ab.final, target)
+                metrics[f"val/stage{stage}/psnr_a2b"] = psnr(fake_b, target)
                 metrics[f"val/stage{stage}/psnr_identity"] = psnr(real_a, target)
             self.log_dict(metrics, on_epoch=True, sync_dist=True)
             if batch_idx == 0:
-                self._log_images(f"val/stage{stage}", real_a, real_b, ab.final, ba.final, rec_a, rec_b,
-                                 ab.alphas[-1], ba.alphas[-1])
+                self._log_images(f"val/stage{stage}", real_a, real_b, fake_b, fake_a, rec_a, rec_b,
+                                 ab.alphas[stage - 1], ba.alphas[stage - 1])
 
     def _log_images(self, tag: str, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor,
                     rec_a: Tensor, rec_b: Tensor, alpha_ab: Tensor | None, alpha_ba: Tensor | None) -> None:
