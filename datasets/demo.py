@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["cartoonize", "build_demo_set", "DEMO_PHOTOS"]
+__all__ = ["cartoonize", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
 
 DEMO_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
@@ -124,6 +124,32 @@ def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: 
     _save(cartoonize(test_a), out / "testA_target")
     _save(cartoonize(test_b_photo), out / "testB")
     return out
+
+
+def load_heldout(root: str | Path, size: int, count: int | None = None) -> tuple[Tensor, Tensor]:
+    """The demo set's held-out photos and their true cartoons, resized to ``size``.
+
+    Args:
+        root: a folder written by :func:`build_demo_set` (``testA/``, ``testA_target/``, ``testB/``).
+        size: the side images are resized to (the model's top resolution).
+        count: at most this many pairs (default: all).
+
+    Returns:
+        ``(photos, targets)``, both in ``[-1, 1]``.
+
+    Shape:
+        - Output: :math:`(N, 3, size, size)` each.
+    """
+    from scan.datasets.unpaired import FixedPairsDataset
+    from scan.imageops import uint8_to_model
+
+    root = Path(root)
+    pairs = FixedPairsDataset(root / "testA", root / "testB", size, count or 10**9)
+    if pairs.targets is None:
+        raise FileNotFoundError(f"{root}: no testA_target/ with a true answer for every testA/ image")
+    items = [pairs[i] for i in range(len(pairs))]
+    return (uint8_to_model(torch.stack([it["a"] for it in items])),
+            uint8_to_model(torch.stack([it["a_target"] for it in items])))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from scan.checkpoint import CheckpointError, load_model
 from scan.generator import StackedGenerator
 from scan.model import SCAN
 
-__all__ = ["FinalOutput", "export_model", "main", "FORMATS"]
+__all__ = ["FinalOutput", "export_model", "main", "build_parser", "FORMATS"]
 
 FORMATS = ("onnx", "torchscript")
 
@@ -70,7 +70,7 @@ def export_model(
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scan-export", description="Export a scan model's stack to ONNX / TorchScript.")
     parser.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--size", type=int, default=None, help="input side (default: the model's top size)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.output.exists() and not args.overwrite:
         print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2

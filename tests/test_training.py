@@ -225,6 +225,7 @@ def test_ddp_with_two_processes_on_cpu(tmp_path, demo_root):
     events.Reload()
     assert "train/stage2/G_total" in events.Tags()["scalars"]
     assert (run / "config.yaml").exists()
+    assert scan.load_model(run / "model.pt").num_stages == 2  # the trained model, written once by rank 0
 
 
 def test_train_cli_reports_a_missing_folder_in_one_line(tmp_path):

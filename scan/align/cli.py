@@ -20,10 +20,10 @@ from scan.align.landmarks import BACKENDS, AlignmentError, get_backend
 from scan.datasets.images import NoImagesError, find_images, load_image
 from scan.imageops import model_to_pil, pil_to_model
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scan-align", description="Align faces of raw photos into a training folder.")
     p.add_argument("input", type=Path, help="folder of photos (searched recursively)")
     p.add_argument("output", type=Path, help="folder for the aligned crops (must not be the input)")
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", choices=("largest", "all"), default="largest")
     p.add_argument("--min-score", type=float, default=None, help="detection threshold (default: the backend's)")
     p.add_argument("--overwrite", action="store_true", help="replace crops that already exist in the output")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.output.resolve() == args.input.resolve() or args.output.resolve().is_relative_to(args.input.resolve()):
             raise NoImagesError(f"output {args.output} is the input folder or inside it; choose another folder")

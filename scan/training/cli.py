@@ -5,13 +5,15 @@
     python train.py fit --config runs/scan/version_0/config.yaml \
         --ckpt_path runs/scan/version_0/checkpoints/last.ckpt                   # resume
 
-The resolved config is saved as ``config.yaml`` in each run's log folder.
+The resolved config is saved as ``config.yaml`` in each run's log folder, and at the end of a
+completed fit the trained model as ``model.pt`` (for ``infer.py``, ``scan-export``, ``scan.load_model``).
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -19,7 +21,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from jsonargparse import lazy_instance
 
-from scan.checkpoint import CheckpointError
+from scan.checkpoint import CheckpointError, save_model
 from scan.datasets import NoImagesError, UnpairedDataModule
 from scan.training.module import NonFiniteLossError, SCANModule
 
@@ -59,12 +61,25 @@ class SCANCLI(LightningCLI):
         if trainer_config.get("max_epochs") is None and trainer_config.get("max_steps", -1) == -1:
             self.trainer.fit_loop.max_epochs = self.model.total_epochs
 
+    def after_fit(self) -> None:
+        # The trained model as one safe file in the run's folder: what infer.py and scan-export take.
+        trainer = self.trainer
+        if trainer.interrupted:
+            return
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, before rank 0 alone writes
+        if not trainer.is_global_zero or log_dir is None:
+            return
+        path = save_model(self.model.model, Path(log_dir) / "model.pt")
+        print(f"trained model written to {path}")
+
 
 def main(args: list[str] | None = None) -> int:
     """Run the CLI; the errors a user can cause end in one line on stderr and exit status 2."""
     # Lightning warns that step-based checkpoints of manually optimised modules hold the state after
     # the optimiser steps: that is the state a resumed run must continue from.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
         SCANCLI(
             SCANModule,

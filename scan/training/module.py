@@ -16,6 +16,7 @@ from torch import Tensor
 from scan.config import SCANConfig
 from scan.imageops import heatmap, make_grid
 from scan.losses import ImagePool
+from scan.metrics import psnr
 from scan.model import SCAN
 from scan.registry import create_config
 from scan.training.checkpoint_io import SafeCheckpointIO
@@ -339,10 +340,4 @@ class SCANModule(pl.LightningModule):
                 images = state["images"]
                 own = images[rank] if images.shape[0] == world and images.ndim == 5 else images[0]
                 self.pools[name].load_state_dict({"size": state["size"], "images": own}, self.device)
-
-
-def psnr(x: Tensor, y: Tensor) -> Tensor:
-    """Peak signal-to-noise ratio (dB) of images in ``[-1, 1]``, averaged over the batch."""
-    mse = ((x.float().clamp(-1, 1) - y.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
 

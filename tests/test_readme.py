@@ -1,0 +1,142 @@
+"""The README's commands and code still work: every shell command is recognised and its options
+parse (what each command then does is tested in the other files and by the demo), every Python
+block runs, and the YAML shown is the shipped config's."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from skimage import data as skdata
+
+import scan
+from scan.stages import ResnetGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README, flags=re.S | re.M)
+
+
+def shell_commands() -> list[list[str]]:
+    commands = []
+    for block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value prefixes
+                words.pop(0)
+            if words:
+                commands.append(words)
+    return commands
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder laid out like the README assumes: the repo's configs, a finished run's config."""
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    run = tmp_path / "runs" / "selfie2anime" / "version_0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text((ROOT / "configs" / "selfie2anime.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["README"])  # the entry points see only the README's arguments
+    return tmp_path
+
+
+def _parses(parser_factory, args: list[str]) -> None:
+    parser_factory().parse_args(args)  # argparse exits (status 2) on an unknown option or bad value
+
+
+def check(words: list[str], capsys) -> None:
+    """Fail unless ``words`` is a command some check here knows, and its options are accepted."""
+    try:
+        _check(words)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            pytest.fail(f"README command {shlex.join(words)!r} is refused: {capsys.readouterr().err[-1500:]}")
+
+
+def _check(words: list[str]) -> None:
+    program = words[0] if words[0] != "python" else " ".join(words[:2])
+    if program == "make":
+        dry_run = subprocess.run(["make", "-n", "-o", ".venv/.installed", *words[1:]], cwd=ROOT,
+                                 capture_output=True, text=True)
+        assert dry_run.returncode == 0, dry_run.stderr
+    elif program == "python train.py":
+        from scan.training.cli import main
+
+        status = main(words[2:] + ([] if "--help" in words else ["--print_config"]))  # both end in SystemExit
+        pytest.fail(f"train.py returned {status} instead of stopping after printing")
+    elif program == "python infer.py":
+        from scan.infer_cli import build_parser
+
+        _parses(build_parser, words[2:])
+    elif program == "scan-align":
+        from scan.align.cli import build_parser
+
+        _parses(build_parser, words[1:])
+    elif program == "scan-export":
+        from scan.export import build_parser
+
+        _parses(build_parser, words[1:])
+    elif program == "tensorboard":
+        assert Path(sys.executable).with_name("tensorboard").exists(), "tensorboard is not installed beside python"
+        assert words[1:2] == ["--logdir"]
+    elif program == "python -m" and words[2] == "scan.datasets.demo":
+        from scan.datasets.demo import main
+
+        assert main(words[3:]) == 0  # it is quick: build the set for real
+        assert (Path(words[3]) / "testA_target").is_dir()
+    elif program.startswith("python benchmarks/"):
+        script = ROOT / words[1]
+        assert script.is_file(), f"{script} does not exist"
+        usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
+        for option in (w for w in words[2:] if w.startswith("--")):
+            assert option in usage.stdout, f"{words[1]} has no option {option}"
+    else:
+        pytest.fail(f"README command {shlex.join(words)!r} is checked by nothing; teach tests/test_readme.py")
+
+
+def test_the_readme_shows_the_commands_this_file_checks():
+    programs = {w[0] if w[0] != "python" else " ".join(w[:2]) for w in shell_commands()}
+    assert {"make", "python train.py", "python infer.py", "scan-align", "scan-export", "tensorboard"} <= programs
+    assert sum(w[:2] == ["make", "demo"] for w in shell_commands()) >= 1
+
+
+@pytest.mark.parametrize("words", shell_commands(), ids=lambda w: shlex.join(w)[:60])
+def test_readme_command_is_known_and_its_options_parse(words, workdir, capsys):
+    check(words, capsys)
+
+
+def test_a_misspelt_option_would_be_caught(workdir, capsys):
+    with pytest.raises(pytest.fail.Exception, match="refused"):
+        check(["python", "infer.py", "--checkpoint", "m.pt", "--input", "a.jpg", "--output", "b.png", "--algn", "ffhq"],
+              capsys)
+    with pytest.raises(pytest.fail.Exception, match="refused"):
+        check(["python", "train.py", "fit", "--config", "configs/selfie2anime.yaml", "--data.rooot", "x"], capsys)
+
+
+def test_readme_python_blocks_run(workdir):
+    # The files the snippets name: a trained model, a selfie, an aligned crop, a CycleGAN generator.
+    scan.save_model(scan.create_model("tiny"), workdir / "model.pt")
+    Image.fromarray(skdata.astronaut()).save(workdir / "me.jpg")
+    Image.fromarray(skdata.astronaut()[40:296, 130:386]).save(workdir / "aligned_crop.png")
+    torch.save(ResnetGenerator(3, 3, ngf=8, n_blocks=2).state_dict(), workdir / "latest_net_G_A.pth")
+    python = blocks("python")
+    assert len(python) >= 3
+    for code in python:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert Image.open(workdir / "me_anime.png").size == (512, 512)
+
+
+def test_readme_schedule_is_the_shipped_selfie2anime_config():
+    (shown,) = [yaml.safe_load(b) for b in blocks("yaml") if "schedule" in b]
+    shipped = yaml.safe_load((ROOT / "configs" / "selfie2anime.yaml").read_text())
+    assert shown["schedule"] == shipped["model"]["schedule"]
