@@ -37,11 +37,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-
 from model_cost import gflops, latency  # benchmarks/ is the script's folder, so on sys.path
 
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import build_demo_set, load_heldout
+
 from scan.metrics import score
 from scan.training import Phase, SCANModule
 

@@ -30,10 +30,13 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image
+
+from scan.model import SCAN
 
 __all__ = ["main", "heldout_sheet", "QUICK_TRAIN_ARGS"]
 
@@ -63,19 +66,19 @@ def _announce(step: int, total: int, text: str) -> None:
     print(f"\n[{step}/{total}] {text}", flush=True)
 
 
-def _run(program: str, main: object, args: list[str]) -> None:
+def _run(program: str, main: Callable[[list[str]], int], args: list[str]) -> None:
     """Run a command-line entry point in-process, printing the command a user would type."""
     print(f"$ python {program} {shlex.join(args)}", flush=True)
     saved_argv, sys.argv = sys.argv, [program]  # the entry point sees its own arguments only
     try:
-        status = main(args)  # type: ignore[operator]
+        status = main(args)
     finally:
         sys.argv = saved_argv
     if status != 0:
         raise DemoError(f"`python {program}` failed (exit status {status}); see the message above")
 
 
-def heldout_sheet(model: torch.nn.Module, root: Path, rows: int = 8) -> tuple[Image.Image, dict[str, dict[str, float]]]:
+def heldout_sheet(model: SCAN, root: Path, rows: int = 8) -> tuple[Image.Image, dict[str, dict[str, float]]]:
     """Translate the demo set's held-out photos and compare them with their true cartoons.
 
     Args:

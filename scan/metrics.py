@@ -52,8 +52,8 @@ def ssim(x: Tensor, y: Tensor, window_size: int = 7) -> Tensor:
         - Input: :math:`(B, C, H, W)` both.
     """
     _check_pair(x, y)
-    to_unit = lambda t: (t.float().clamp(-1, 1) + 1) / 2  # noqa: E731
-    return kornia.metrics.ssim(to_unit(x), to_unit(y), window_size).mean()
+    x, y = ((t.float().clamp(-1, 1) + 1) / 2 for t in (x, y))  # kornia's SSIM wants [0, 1]
+    return kornia.metrics.ssim(x, y, window_size).mean()
 
 
 def score(outputs: Tensor, targets: Tensor) -> dict[str, float]:

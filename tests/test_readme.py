@@ -2,7 +2,6 @@
 parse (what each command then does is tested in the other files and by the demo), every Python
 block runs, and the YAML shown is the shipped config's."""
 
-import os
 import re
 import shlex
 import subprocess
