@@ -126,13 +126,12 @@ def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: 
     return out
 
 
-def load_heldout(root: str | Path, size: int, count: int | None = None) -> tuple[Tensor, Tensor]:
+def load_heldout(root: str | Path, size: int) -> tuple[Tensor, Tensor]:
     """The demo set's held-out photos and their true cartoons, resized to ``size``.
 
     Args:
         root: a folder written by :func:`build_demo_set` (``testA/``, ``testA_target/``, ``testB/``).
         size: the side images are resized to (the model's top resolution).
-        count: at most this many pairs (default: all).
 
     Returns:
         ``(photos, targets)``, both in ``[-1, 1]``.
@@ -144,7 +143,7 @@ def load_heldout(root: str | Path, size: int, count: int | None = None) -> tuple
     from scan.imageops import uint8_to_model
 
     root = Path(root)
-    pairs = FixedPairsDataset(root / "testA", root / "testB", size, count or 10**9)
+    pairs = FixedPairsDataset(root / "testA", root / "testB", size, count=10**9)  # all of them
     if pairs.targets is None:
         raise FileNotFoundError(f"{root}: no testA_target/ with a true answer for every testA/ image")
     items = [pairs[i] for i in range(len(pairs))]

@@ -44,10 +44,10 @@ def test_readme_demo_command_runs_end_to_end_scaled_down(tmp_path):
     assert changed[60:220, 150:330].mean() > 0.5  # the astronaut's face
     assert not changed[:40, :40].any() and not changed[-40:, -40:].any()
 
-    # The pictures: the stage strip (crop, stage 1, stage 2, alpha) and the held-out sheet.
-    strip = Image.open(out / "astronaut_stages.png")
-    sheet = Image.open(out / "heldout.png")
-    assert strip.width > 3 * strip.height and sheet.height > sheet.width / 5 > 0
+    # The pictures: the stage strip (crop, stage 1, stage 2, alpha: 4 tiles of 192 px) and the
+    # held-out sheet (4 photos in quick mode; photo, stage 1, stage 2, alpha, true cartoon at 160 px).
+    assert Image.open(out / "astronaut_stages.png").size == (4 + 4 * (192 + 4), 4 + 192 + 16 + 4)
+    assert Image.open(out / "heldout.png").size == (4 + 5 * (160 + 4), 4 + 4 * (160 + 16 + 4))
 
     # Held-out scores for the photo and both stages, and a model file that loads.
     scores = json.loads((out / "scores.json").read_text())
