@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from scan.datasets.augment import BatchAugment, load_size_for
+from scan.datasets.images import NoImagesError
 from scan.datasets.unpaired import FixedPairsDataset, UnpairedImageDataset, resolve_folders
 
 __all__ = ["UnpairedDataModule"]
@@ -70,6 +71,21 @@ class UnpairedDataModule(pl.LightningDataModule):
             except ValueError:
                 val_a, val_b = dir_a, dir_b  # no testA/testB: show training images
             self.val_set = FixedPairsDataset(val_a, val_b, self.size, self.val_count)
+        self.check_batch_size(self.trainer.world_size if self.trainer is not None else 1)
+
+    def check_batch_size(self, world_size: int) -> None:
+        """Training batches drop the incomplete last one: refuse data that would give none at all.
+
+        Raises:
+            NoImagesError: fewer images per epoch than ``batch_size`` times ``world_size``.
+        """
+        assert self.train_set is not None, "call setup() first"
+        if len(self.train_set) < self.batch_size * world_size:
+            raise NoImagesError(
+                f"{len(self.train_set)} training image(s) per epoch in {self.train_set.folders}, fewer than one "
+                f"batch (batch_size {self.batch_size} x {world_size} process(es)); lower --data.batch_size or add "
+                "images"
+            )
 
     def _loader(self, dataset: Any, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(

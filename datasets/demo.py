@@ -22,6 +22,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from scan.errors import InputError, add_debug_flag, positive_int, run_command
+from scan.outputs import save_image
+
 __all__ = ["cartoonize", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
 
 DEMO_PHOTOS = (
@@ -92,7 +95,10 @@ def _save(images: Tensor, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i, array in enumerate(arrays):
-        Image.fromarray(array).save(folder / f"{i:04d}.png")
+        save_image(Image.fromarray(array), folder / f"{i:04d}.png")
+
+
+SUBFOLDERS = ("trainA", "trainB", "testA", "testA_target", "testB")
 
 
 def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: int = 72, seed: int = 0) -> Path:
@@ -110,8 +116,9 @@ def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: 
         ``out_dir``.
     """
     out = Path(out_dir)
-    if (out / "trainA").exists():
-        raise FileExistsError(f"{out}: already holds a data set (trainA/ exists); choose another folder")
+    existing = [name for name in SUBFOLDERS if (out / name).exists()]
+    if existing:
+        raise InputError(f"{out}: already holds a data set ({existing[0]}/ exists); choose another folder")
     generator = torch.Generator().manual_seed(seed)
     photos = _photos()
     # Four independent draws: A and B never show the same crop, so the set is truly unpaired.
@@ -154,18 +161,19 @@ def load_heldout(root: str | Path, size: int) -> tuple[Tensor, Tensor]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build scan's offline unpaired demo set (photo -> cartoon).")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--train", type=int, default=300)
-    parser.add_argument("--test", type=int, default=16)
-    parser.add_argument("--size", type=int, default=72)
+    parser.add_argument("--train", type=positive_int, default=300)
+    parser.add_argument("--test", type=positive_int, default=16)
+    parser.add_argument("--size", type=positive_int, default=72)
     parser.add_argument("--seed", type=int, default=0)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         build_demo_set(args.out_dir, args.train, args.test, args.size, args.seed)
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"demo set written to {args.out_dir} (trainA/, trainB/, testA/, testA_target/, testB/)")
-    return 0
+        print(f"demo set written to {args.out_dir} (trainA/, trainB/, testA/, testA_target/, testB/)")
+        return 0
+
+    return run_command(run, args.debug)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from scan.errors import InputError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "NoImagesError",
     "find_images",
     "load_image",
+    "to_rgb",
     "check_image",
     "report_bad_files",
 ]
@@ -22,7 +25,7 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
-class NoImagesError(ValueError):
+class NoImagesError(InputError):
     """A folder that should hold images has no usable one."""
 
 
@@ -42,7 +45,15 @@ def find_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
     return files
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as stored to 8-bit RGB: EXIF orientation applied, 16-bit and float images
+    rescaled (not clipped), palette and alpha composited on white, CMYK converted."""
+    if image.getexif().get(0x0112, 1) != 1:  # an EXIF orientation other than "as stored"
+        image = ImageOps.exif_transpose(image)
+    return _mode_to_rgb(image)
+
+
+def _mode_to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB, done correctly for the modes real files use."""
     if image.mode == "RGB":
         return image
@@ -77,10 +88,9 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         OSError, ValueError, Image.DecompressionBombError: the file is not a decodable image.
     """
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
         image.load()  # decode now, inside the `with`, so truncation surfaces here
         # 16-bit RGB PNGs come back from PIL as 8-bit RGB already; other modes need care.
-        return _to_rgb(image)
+        return to_rgb(image)
 
 
 def check_image(path: Path) -> str | None:

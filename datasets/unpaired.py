@@ -96,6 +96,7 @@ class UnpairedImageDataset(_DecodingDataset):
         super().__init__(load_size)
         self.files_a = usable_images(Path(dir_a))
         self.files_b = usable_images(Path(dir_b))
+        self.folders = f"{dir_a} and {dir_b}"
 
     def __len__(self) -> int:
         return max(len(self.files_a), len(self.files_b))

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from scan.config import SCANConfig
+from scan.errors import UserError
 from scan.model import SCAN
+from scan.outputs import atomic_write
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save"]
 
@@ -28,28 +29,14 @@ FORMAT = "scan-model"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A file is not a loadable scan model (unsafe, corrupt, foreign or mismatched)."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash or kill mid-write leaves the previous file intact, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through :func:`scan.outputs.atomic_write`: a crash or kill mid-write leaves the
+    previous file intact, never a truncated one."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_model(model: SCAN, path: str | os.PathLike[str]) -> Path:
@@ -77,7 +64,9 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -108,17 +97,30 @@ def _unpickling_detail(message: str) -> str:
 
 def _model_parts(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if data.get("format") == FORMAT:
-        if data.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: written by a newer scan (format {data['format_version']})")
-        return data["config"], data["state_dict"]
-    if isinstance(data.get("scan"), dict) and "state_dict" in data:  # a Lightning checkpoint of scan.training
-        prefix = "model."
-        state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
-        return data["scan"]["config"], state
-    raise CheckpointError(
-        f"{path}: not a scan model (no 'format': '{FORMAT}' entry; keys: {sorted(data)[:6]}); "
-        "a pytorch-CycleGAN generator loads with scan.stages.load_cyclegan_generator"
-    )
+        version = data.get("format_version", 0)
+        if not isinstance(version, int):
+            raise CheckpointError(f"{path}: format_version is a {type(version).__name__}, not an int")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: written by a newer scan (format {version})")
+        config, state = data.get("config"), data.get("state_dict")
+    elif isinstance(data.get("scan"), dict) and "state_dict" in data:  # a Lightning checkpoint of scan.training
+        config, state = data["scan"].get("config"), data["state_dict"]
+        if isinstance(state, dict):
+            prefix = "model."
+            state = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+    else:
+        raise CheckpointError(
+            f"{path}: not a scan model (no 'format': '{FORMAT}' entry; keys: {sorted(map(str, data))[:6]}); "
+            "a pytorch-CycleGAN generator loads with scan.stages.load_cyclegan_generator"
+        )
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: no model config (its 'config' entry is {type(config).__name__}, not a dict)")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: no weights (its 'state_dict' is {type(state).__name__}, not a dict)")
+    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: weights that are not tensors: {not_tensors[:5]}")
+    return config, state
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SCAN:
@@ -132,16 +134,25 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         The model, in eval mode.
 
     Raises:
-        CheckpointError: the file is unsafe, corrupt, not a scan model, or its weights do not match
-            its config (the message names the missing and unexpected keys).
+        CheckpointError: the file is unsafe, corrupt, not a scan model, its config is invalid, or its
+            weights do not match its config (the message names the missing, unexpected or
+            mis-shaped keys).
     """
     path = Path(path)
     config_dict, state = _model_parts(read_checkpoint(path, map_location), path)
     try:
         config = SCANConfig.from_dict(config_dict)
-    except (TypeError, ValueError) as e:
+        model = SCAN(config)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: invalid model config ({e})") from None
-    model = SCAN(config)
+    expected = model.state_dict()
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if wrong_shape:
+        raise CheckpointError(f"{path}: weights do not match the config: wrong shape {wrong_shape[:3]}")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 __all__ = [
     "GeneratorConfig",
@@ -163,8 +163,25 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
         sub = {"generator": GeneratorConfig, "discriminator": DiscriminatorConfig, "fusion": FusionConfig}.get(f.name)
         if sub is not None and isinstance(value, dict):
             value = _from_dict(sub, value)
+        _check_field_type(cls, f.name, value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def _check_field_type(cls: type, name: str, value: Any) -> None:
+    """Plain-data fields (read from files) must have their annotated type: a ``"64"`` where an int
+    belongs would otherwise fail deep inside a network, or not at all."""
+    hint = get_type_hints(cls)[name]
+    if get_origin(hint) is Literal:
+        if value not in get_args(hint):
+            raise ValueError(f"{cls.__name__}.{name} must be one of {list(get_args(hint))}, got {value!r}")
+        return
+    expected = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}.get(hint)
+    if get_origin(hint) is list:
+        expected = (list,)
+    ok = expected is None or (isinstance(value, expected) and not (hint in (int, float) and isinstance(value, bool)))
+    if not ok:
+        raise TypeError(f"{cls.__name__}.{name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 def apply_overrides(config: T, overrides: dict[str, Any]) -> T:

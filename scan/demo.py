@@ -36,7 +36,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from scan.errors import EXIT_FAILED, add_debug_flag, run_command
 from scan.model import SCAN
+from scan.outputs import atomic_write, save_image
 
 __all__ = ["main", "heldout_sheet", "QUICK_TRAIN_ARGS"]
 
@@ -139,19 +141,19 @@ def run_demo(out: Path, config: Path, quick: bool) -> dict[str, dict[str, float]
     if not trained:
         raise DemoError(f"training finished without writing a model.pt under {_relative(logs)}")
     model_path = out / "model.pt"
-    shutil.copyfile(trained[-1], model_path)
+    atomic_write(model_path, lambda tmp: shutil.copyfile(trained[-1], tmp))
 
     _announce(3, total, "translating a portrait: detect, align (FFHQ), translate, paste back")
     photo = out / "astronaut.png"
-    Image.fromarray(skdata.astronaut()).save(photo)
+    save_image(Image.fromarray(skdata.astronaut()), photo)
     result = out / "astronaut_cartoon.png"
     _run("infer.py", infer_main, ["--checkpoint", _relative(model_path), "--input", _relative(photo),
                                   "--output", _relative(result), "--align", "ffhq", "--save-stages", _relative(out)])
 
     _announce(4, total, "scoring the held-out photos against their true cartoons")
     sheet, scores = heldout_sheet(scan.load_model(model_path), data)
-    sheet.save(out / "heldout.png")
-    (out / "scores.json").write_text(json.dumps(scores, indent=1))
+    save_image(sheet, out / "heldout.png")
+    atomic_write(out / "scores.json", lambda tmp: tmp.write_text(json.dumps(scores, indent=1)))
     for name, s in scores.items():
         print(f"  {name:7s} PSNR {s['psnr']:5.2f} dB   SSIM {s['ssim']:.3f}")
     return scores
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the training config")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("SCAN_DEMO_QUICK", "") not in ("", "0"),
                         help="seconds instead of minutes (also SCAN_DEMO_QUICK=1)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.out.exists():
         print(f"error: {args.out} exists (an earlier demo?); remove it or choose another folder with --out "
@@ -174,11 +177,18 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     began = time.perf_counter()
-    try:
-        run_demo(args.out, args.config, args.quick)
-    except DemoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+    def run() -> int:
+        try:
+            run_demo(args.out, args.config, args.quick)
+        except DemoError as e:  # a step failed and said why above: not the user's mistake
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        return 0
+
+    status = run_command(run, args.debug)
+    if status:
+        return status
     minutes, seconds = divmod(round(time.perf_counter() - began), 60)
     out = _relative(args.out)
     tensorboard = Path(sys.executable).with_name("tensorboard")

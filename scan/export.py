@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from scan.checkpoint import CheckpointError, load_model
+from scan.checkpoint import load_model
+from scan.errors import UserError, add_debug_flag, positive_int, run_command
 from scan.generator import StackedGenerator
 from scan.model import SCAN
+from scan.outputs import OutputPlan, atomic_write
 
 __all__ = ["FinalOutput", "export_model", "main", "build_parser", "FORMATS"]
 
@@ -39,6 +41,10 @@ class FinalOutput(nn.Module):
         return self.generator(image).final
 
 
+class ExportSizeError(UserError, ValueError):
+    """An export size the stack cannot take."""
+
+
 def export_model(
     model: SCAN, path: str | os.PathLike[str], format: str = "onnx", direction: str = "a2b", size: int | None = None
 ) -> Path:
@@ -47,27 +53,39 @@ def export_model(
     ONNX files are self-contained (weights inside, no ``.data`` side file), input ``image`` and
     output ``translated``, both ``(1, 3, size, size)`` in ``[-1, 1]``.
 
+    The file is written atomically: a failed export leaves any previous file at ``path`` intact.
+
     Returns:
         The written path.
+
+    Raises:
+        ValueError: an unknown format, or a size the stack cannot take (the message names the
+            multiple it needs).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    size = size or model.config.top_size
+    size = model.config.top_size if size is None else size
+    multiple = 2 ** (model.num_stages - 1) * 8
+    if size < multiple or size % multiple:
+        raise ExportSizeError(f"export size {size}: this {model.num_stages}-stage model needs a positive multiple of "
+                              f"{multiple} (it was trained at {model.config.top_size})")
     wrapper = FinalOutput(model.generator(direction)).eval().cpu()
     example = torch.zeros(1, model.config.channels, size, size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter about shape checks, which hold for this size
-        if format == "onnx":
-            torch.onnx.export(
-                wrapper, (example,), str(path), dynamo=True, external_data=False, input_names=["image"],
-                output_names=["translated"], verbose=False,
-            )
-        else:
-            with torch.no_grad():
-                torch.jit.trace(wrapper, example).save(str(path))
-    return path
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter about shape checks, which hold for this size
+            if format == "onnx":
+                torch.onnx.export(
+                    wrapper, (example,), str(tmp), dynamo=True, external_data=False, input_names=["image"],
+                    output_names=["translated"], verbose=False,
+                )
+            else:
+                with torch.no_grad():
+                    torch.jit.trace(wrapper, example).save(str(tmp))
+
+    return atomic_write(path, write)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,24 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--size", type=int, default=None, help="input side (default: the model's top size)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="input side (default: the model's top size)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the checkpoint)")
+    add_debug_flag(parser)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite).claim(args.output)
+    model = load_model(args.checkpoint)
+    path = export_model(model, args.output, args.format, args.direction, args.size)
+    print(f"wrote {path} ({args.format}, {args.direction}, {model.num_stages} stage(s))")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.output.exists() and not args.overwrite:
-        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
-    try:
-        model = load_model(args.checkpoint)
-        path = export_model(model, args.output, args.format, args.direction, args.size)
-    except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({args.format}, {args.direction}, {model.num_stages} stage(s))")
-    return 0
+    return run_command(lambda: _run(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from PIL import Image
 from torch import Tensor
 
 __all__ = [
+    "as_model_input",
     "uint8_to_model", "model_to_uint8", "pil_to_uint8", "pil_to_model", "model_to_pil", "make_grid", "heatmap",
     "labelled_strip",
 ]
@@ -16,6 +17,39 @@ __all__ = [
 def uint8_to_model(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """``uint8`` in ``[0, 255]`` to floats in ``[-1, 1]``."""
     return x.to(dtype) / 127.5 - 1.0
+
+
+def as_model_input(images: Tensor, channels: int = 3) -> Tensor:
+    """Check and convert what a user passes as images to the float ``[-1, 1]`` batch the networks take.
+
+    Accepted: ``uint8`` in ``[0, 255]`` (converted), or any float dtype in ``[-1, 1]`` (cast to
+    float32); :math:`(B, C, H, W)` or one image :math:`(C, H, W)`. A float image in ``[0, 1]`` cannot
+    be told apart from a dark one in ``[-1, 1]``: convert it with ``x * 2 - 1``.
+
+    Raises:
+        TypeError: not a tensor, or an integer / bool dtype other than ``uint8``.
+        ValueError: wrong shape, empty, NaN/inf, or floats outside ``[-1, 1]`` (e.g. 0-255 floats).
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"expected a tensor of images, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] != channels:
+        raise ValueError(f"expected images shaped (B, {channels}, H, W) or ({channels}, H, W), got {tuple(images.shape)}")
+    if images.numel() == 0:
+        raise ValueError(f"expected at least one non-empty image, got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return uint8_to_model(images)
+    if not images.is_floating_point():
+        raise TypeError(f"expected uint8 images in [0, 255] or floats in [-1, 1], got dtype {images.dtype}")
+    images = images.float()
+    low, high = images.aminmax()
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise ValueError("the images contain NaN or inf values")
+    if low < -1.001 or high > 1.001:
+        hint = " (0-255 floats: pass uint8, or x / 127.5 - 1)" if high > 2 else ""
+        raise ValueError(f"expected floats in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
+    return images
 
 
 def model_to_uint8(x: Tensor) -> Tensor:
@@ -69,7 +103,8 @@ _RAMP = torch.tensor(
 def heatmap(alpha: Tensor) -> Tensor:
     """A ``(1, H, W)`` (or ``(C, H, W)``, averaged) map in ``[0, 1]`` as a ``(3, H, W)`` colour image in
     ``[-1, 1]``: dark blue where alpha is 0 (the coarse stage is kept), yellow where 1 (new detail)."""
-    a = alpha.detach().float().mean(0).clamp(0, 1) * (len(_RAMP) - 1)
+    # NaN (a diverged model) shows as 0 rather than crashing the image log of the run it happens in.
+    a = torch.nan_to_num(alpha.detach().float().mean(0), nan=0.0).clamp(0, 1) * (len(_RAMP) - 1)
     low = a.floor().long().clamp(max=len(_RAMP) - 2)
     t = (a - low).unsqueeze(0)
     ramp = _RAMP.to(alpha.device)

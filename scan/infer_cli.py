@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from scan.align import AlignmentError, NoFaceError
+from scan.align import MASKS, MAX_DETECT_SIDE, NoFaceError
 from scan.align.crop import TEMPLATES
 from scan.align.landmarks import BACKENDS
-from scan.checkpoint import CheckpointError
 from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
+from scan.errors import InputError, add_debug_flag, each_carrying_on, one_line, report_failures, run_command
 from scan.imageops import heatmap, labelled_strip
+from scan.outputs import OutputPlan, output_stems, save_image
 from scan.translator import PortraitResult, Translator
 
 __all__ = ["main", "build_parser", "stage_strip"]
 
 
-class InputError(ValueError):
-    """A problem with one input or output path; reported in one line."""
+@dataclass
+class Job:
+    """One input and the files written from it."""
+
+    source: Path
+    target: Path
+    strip: Path | None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,12 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=("largest", "all"), default="largest")
     p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
                    help="blend the translated face back into the photo (default) or write the crop")
-    p.add_argument("--mask", choices=("square", "hull"), default="square", help="paste-back mask")
+    p.add_argument("--mask", choices=MASKS, default="square", help="paste-back mask")
     p.add_argument("--save-stages", type=Path, default=None, metavar="DIR",
                    help="write one PNG per input: aligned crop, every stage's output and alpha map")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (never an input, nor another output of the run)")
+    add_debug_flag(p)
     return p
 
 
@@ -60,76 +69,78 @@ def stage_strip(result: PortraitResult) -> Image.Image:
     return labelled_strip(rows)
 
 
-def _translate_one(translator: Translator, args: argparse.Namespace, source: Path, target: Path, strip: Path | None):
+def _translate_one(translator: Translator, args: argparse.Namespace, job: Job) -> None:
     try:
-        photo = load_image(source)
-    except Exception as e:
-        raise InputError(f"{source}: not a readable image ({type(e).__name__}: {e})") from None
+        photo = load_image(job.source)
+    except Exception as e:  # PIL raises many types for a bad file
+        raise InputError(f"{job.source}: not a readable image ({type(e).__name__}: {one_line(e)})") from None
     if args.align == "none":
         result = translator.aligned(photo)
     else:
+        if max(photo.size) > MAX_DETECT_SIDE:
+            tqdm.write(f"note: {job.source} is {photo.width}x{photo.height}; faces are searched on a copy "
+                       f"{MAX_DETECT_SIDE} px long and cut from the full photo", file=sys.stderr)
         try:
             result = translator.portrait(
                 photo, align=args.align, paste=args.paste_back, faces=args.faces, landmarks=args.landmarks,
                 mask=args.mask,
             )
         except NoFaceError:
-            raise InputError(f"{source}: no face found (for an aligned crop use --align none)") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result.image.save(target)
-    if strip is not None:
-        strip.parent.mkdir(parents=True, exist_ok=True)
-        stage_strip(result).save(strip)
+            raise InputError(f"{job.source}: no face found (for an aligned crop use --align none)") from None
+    save_image(result.image, job.target)
+    if job.strip is not None:
+        save_image(stage_strip(result), job.strip)
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite to replace it")
+def _plan(args: argparse.Namespace) -> list[Job]:
+    """Every file the run will write, checked before any is written."""
+    source, output = args.input, args.output
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder")
+    plan = OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite)
+    if source.is_dir():
+        files = find_images(source)
+        if output.exists() and not output.is_dir():
+            raise InputError(f"--output {output} is a file; a folder input needs an output folder")
+        if output.resolve() == source.resolve() or output.resolve().is_relative_to(source.resolve()):
+            raise InputError(f"--output {output} is the input folder or inside it; choose another folder")
+        stems = output_stems(files, source)
+        jobs = [Job(f, output / f"{stems[f]}.png",
+                    args.save_stages / f"{stems[f]}_stages.png" if args.save_stages else None) for f in files]
+    else:
+        target = output / f"{source.stem}.png" if output.is_dir() else output
+        if target.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"--output {target}: unknown image extension (use one of {', '.join(IMAGE_EXTENSIONS)})")
+        strip = args.save_stages / f"{source.stem}_stages.png" if args.save_stages else None
+        jobs = [Job(source, target, strip)]
+    for job in jobs:
+        plan.protect(job.source)
+    for job in jobs:
+        plan.claim(job.target, job.source)
+        if job.strip is not None:
+            plan.claim(job.strip, job.source)
+    return jobs
+
+
+def _run(args: argparse.Namespace) -> int:
+    jobs = _plan(args)
+    translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
+    if args.align != "none":
+        translator.landmark_backend(args.landmarks)  # fail now, not once per photo
+    if len(jobs) == 1:
+        _translate_one(translator, args, jobs[0])
+        print(f"wrote {jobs[0].target}")
+        return 0
+    failures = each_carrying_on(tqdm(jobs, desc="translating", unit="image"),
+                                lambda job: _translate_one(translator, args, job), lambda job: job.source, args.debug)
+    written = len(jobs) - len(failures)
+    print(f"wrote {written} image(s) to {args.output}")
+    if failures:
+        report_failures(failures, len(jobs))
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        source, output = args.input, args.output
-        if not source.exists():
-            raise InputError(f"{source}: no such file or folder")
-        if output.resolve() == source.resolve():
-            raise InputError(f"--output {output} is the input; choose another path")
-        if source.is_dir():
-            files = find_images(source)
-            if output.exists() and not output.is_dir():
-                raise InputError(f"--output {output} is a file; a folder input needs an output folder")
-            if output.resolve().is_relative_to(source.resolve()):
-                raise InputError(f"--output {output} is inside the input folder; choose another folder")
-            jobs = [(f, output / f.relative_to(source).with_suffix(".png")) for f in files]
-        else:
-            target = output / f"{source.stem}.png" if output.is_dir() else output
-            if target.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise InputError(f"--output {target}: unknown image extension (use one of {', '.join(IMAGE_EXTENSIONS)})")
-            jobs = [(source, target)]
-        for _, target in jobs:
-            _check_output(target, args.overwrite)
-        translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
-        if args.align != "none":
-            translator.landmark_backend(args.landmarks)  # fail now, not once per photo
-    except (InputError, CheckpointError, AlignmentError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    failures: list[str] = []
-    for path, target in tqdm(jobs, desc="translating", unit="image", disable=len(jobs) == 1):
-        strip = args.save_stages / f"{path.stem}_stages.png" if args.save_stages else None
-        try:
-            _translate_one(translator, args, path, target, strip)
-        except (InputError, AlignmentError) as e:
-            if len(jobs) == 1:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            failures.append(str(e))
-    if failures:
-        print(f"{len(failures)} of {len(jobs)} input(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(jobs)} image(s) to {output if source.is_dir() else jobs[0][1]}")
-    return 0
+    return run_command(lambda: _run(args), args.debug)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from scan.config import SCANConfig
 from scan.generator import StackedGenerator, StackOutput, downsample
+from scan.imageops import as_model_input
 from scan.losses import gan_loss
 from scan.stages import PatchDiscriminator, init_weights
 
@@ -80,8 +81,19 @@ class SCAN(nn.Module):
         return self.G_ab if direction == "a2b" else self.G_ba
 
     def translate(self, x: Tensor, direction: Direction = "a2b", upto: int | None = None) -> StackOutput:
-        """Run one direction's stack on images in ``[-1, 1]``; see :class:`StackedGenerator`."""
-        return self.generator(direction)(x, upto=upto)
+        """Run one direction's stack; see :class:`StackedGenerator`.
+
+        Args:
+            x: floats in ``[-1, 1]`` or ``uint8`` in ``[0, 255]``, :math:`(B, C, H, W)` or one image
+                :math:`(C, H, W)`; checked by :func:`scan.imageops.as_model_input`.
+            direction: ``a2b`` or ``b2a``.
+            upto: run stages ``1..upto`` only (default: all).
+
+        Returns:
+            Every stage's output (floats in ``[-1, 1]``) and alpha map.
+        """
+        generator = self.generator(direction)
+        return generator(as_model_input(x, self.config.channels).to(next(generator.parameters()).device), upto=upto)
 
     def stage_modules(self, stage: int) -> tuple[list[nn.Module], list[nn.Module]]:
         """The generator-side modules (both generators' stage and fusion block) and the

@@ -11,23 +11,61 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from scan.align import AlignedFace, NoFaceError, align_faces, landmark_hull_mask, paste_back, rounded_square_mask
+from scan.align import (
+    MASKS,
+    AlignedFace,
+    NoFaceError,
+    align_faces,
+    landmark_hull_mask,
+    paste_back,
+    rounded_square_mask,
+)
 from scan.align.landmarks import LandmarkBackend, get_backend
 from scan.checkpoint import load_model
+from scan.datasets.images import to_rgb
+from scan.errors import DeviceError, UserError
 from scan.generator import StackOutput
-from scan.imageops import model_to_pil, pil_to_model
+from scan.imageops import as_model_input, model_to_pil, pil_to_model, pil_to_uint8
 from scan.model import SCAN
 
-__all__ = ["Translator", "PortraitResult", "FaceResult", "resolve_device"]
+__all__ = ["Translator", "PortraitResult", "FaceResult", "NonFiniteOutputError", "resolve_device",
+           "available_devices"]
 
 PRECISIONS = ("fp32", "bf16")
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+class NonFiniteOutputError(UserError, RuntimeError):
+    """The model produced NaN/inf: its weights are broken (a diverged or corrupt model)."""
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps``."""
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto``: the first CUDA GPU when there is one, else the CPU; otherwise the named device,
+    checked to exist here.
+
+    Raises:
+        DeviceError: not a device name, or no such device on this machine (the message lists those
+            there are).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    available = available_devices()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {device!r} is not a device name; available here: {', '.join(available)}") from None
+    name = f"cuda:{resolved.index or 0}" if resolved.type == "cuda" else resolved.type
+    if name not in available:
+        raise DeviceError(f"device {device!r} is not available on this machine; available: {', '.join(available)}")
+    return resolved
 
 
 @dataclass
@@ -78,7 +116,7 @@ class Translator:
         self.device = resolve_device(device)
         self.generator = model.generator(direction).to(self.device).eval()
         self.direction, self.precision = direction, precision
-        self.size = model.config.top_size
+        self.size, self.channels = model.config.top_size, model.config.channels
         self._backends: dict[str, LandmarkBackend] = {}
 
     @classmethod
@@ -94,9 +132,21 @@ class Translator:
         return contextlib.nullcontext()
 
     def translate(self, images: Tensor) -> StackOutput:
-        """Translate a batch in ``[-1, 1]``, :math:`(B, 3, H, W)` with sides the stack accepts."""
+        """Translate a batch: floats in ``[-1, 1]`` or ``uint8`` in ``[0, 255]``, :math:`(B, 3, H, W)`
+        (or one image :math:`(3, H, W)`) with sides the stack accepts. Outputs are floats in ``[-1, 1]``.
+
+        Raises:
+            TypeError, ValueError: images of another dtype, shape or range (see
+                :func:`scan.imageops.as_model_input`).
+            NonFiniteOutputError: the model's output holds NaN/inf (broken weights).
+        """
+        images = as_model_input(images, self.channels)
         with torch.inference_mode(), self._autocast():
-            out = self.generator(images.to(self.device, torch.float32))
+            out = self.generator(images.to(self.device))
+        if not bool(torch.isfinite(out.final).all()):
+            raise NonFiniteOutputError(
+                "the model's output is NaN/inf: its weights are broken (a diverged run or a corrupt file)"
+            )
         return StackOutput(
             outputs=[o.float() for o in out.outputs],
             alphas=[a if a is None else a.float() for a in out.alphas],
@@ -106,15 +156,16 @@ class Translator:
     def __call__(self, image: Image.Image | Tensor) -> Image.Image | Tensor:
         """Translate an already aligned image.
 
-        A PIL image is resized to the model's size and the result returned as a PIL image of that
-        size; a tensor :math:`(B, 3, H, W)` in ``[-1, 1]`` is translated as it is.
+        A PIL image (any mode, EXIF orientation applied, as the file loader does) is resized to the
+        model's size and the result returned as a PIL image of that size; a tensor (see
+        :meth:`translate`) is translated as it is.
         """
         if isinstance(image, Tensor):
-            return self.translate(image if image.ndim == 4 else image[None]).final
+            return self.translate(image).final
         return model_to_pil(self.translate(self._model_input(image)).final)
 
     def _model_input(self, image: Image.Image) -> Tensor:
-        return pil_to_model(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
+        return pil_to_model(_as_rgb(image).resize((self.size, self.size), Image.Resampling.BICUBIC))
 
     def _face_results(self, crops: Tensor, aligned: list[AlignedFace] | list[None]) -> list[FaceResult]:
         out = self.translate(crops)
@@ -126,6 +177,7 @@ class Translator:
 
     def aligned(self, image: Image.Image) -> PortraitResult:
         """Translate an image that is already an aligned crop; the result has the input's size."""
+        image = _as_rgb(image)
         (face,) = self._face_results(self._model_input(image), [None])
         return PortraitResult(model_to_pil(face.output).resize(image.size, Image.Resampling.BICUBIC), [face])
 
@@ -149,7 +201,9 @@ class Translator:
         """Translate the face(s) of a photo.
 
         Args:
-            photo: the photo.
+            photo: the photo (any PIL mode; EXIF orientation is applied, as the file loader does).
+                Faces are detected on a copy at most ``scan.align.MAX_DETECT_SIDE`` pixels long;
+                crops are cut from the photo itself.
             align: ``ffhq`` or ``portrait`` crop template.
             paste: blend the translated faces back into the photo; otherwise ``image`` is the first
                 translated crop.
@@ -166,9 +220,13 @@ class Translator:
             scan.align.NoFaceError: no face was found.
             scan.align.AlignmentError: no landmark backend is usable.
         """
-        x = pil_to_model(photo.convert("RGB"))
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        # The photo stays uint8: only the faces' surroundings are converted to floats (a 12000 px
+        # photo would take GBs as floats).
+        pixels = pil_to_uint8(_as_rgb(photo))
         backend = None if user_landmarks is not None else self.landmark_backend(landmarks)
-        aligned = align_faces(x, self.size, align, 1.0, backend, faces, min_score, user_landmarks)
+        aligned = align_faces(pixels, self.size, align, 1.0, backend, faces, min_score, user_landmarks)
         if not aligned:
             raise NoFaceError("no face found")
         results = self._face_results(torch.stack([a.crop for a in aligned]), aligned)
@@ -176,12 +234,15 @@ class Translator:
             return PortraitResult(model_to_pil(results[0].output), results)
         if mask == "hull":
             masks = torch.stack([landmark_hull_mask(a.landmarks_in_crop, self.size) for a in aligned])
-        elif mask == "square":
-            masks = rounded_square_mask(self.size)
         else:
-            raise ValueError(f"mask must be 'square' or 'hull', got {mask!r}")
+            masks = rounded_square_mask(self.size)
         matrices = np.stack([a.matrix for a in aligned])
-        blended = paste_back(x, torch.stack([r.output for r in results]), matrices, masks)
-        # Untouched pixels survive exactly: uint8 -> [-1, 1] -> uint8 rounds back to the same value.
-        return PortraitResult(model_to_pil(blended), results)
+        blended = paste_back(pixels, torch.stack([r.output for r in results]), matrices, masks)
+        return PortraitResult(Image.fromarray(blended.permute(1, 2, 0).numpy(), "RGB"), results)
 
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(image).__name__} (tensors go to translate())")
+    return to_rgb(image)

@@ -18,6 +18,7 @@ from scan.datasets import (
     resolve_folders,
 )
 from scan.datasets.demo import build_demo_set, cartoonize
+from scan.errors import InputError
 
 
 def _rgb(size=(40, 30), colour=(200, 30, 60)):
@@ -173,5 +174,5 @@ def test_demo_set_is_unpaired_and_its_answer_is_known(tmp_path):
     assert (cartoonize(a) - target).abs().mean() < 0.02  # testA_target is cartoonize(testA)
     train_a = {(root / "trainA" / p.name).read_bytes() for p in (root / "trainA").iterdir()}
     assert not train_a & {p.read_bytes() for p in (root / "testA").iterdir()}
-    with pytest.raises(FileExistsError, match="already holds a data set"):
+    with pytest.raises(InputError, match="already holds a data set"):
         build_demo_set(root)

@@ -4,7 +4,7 @@
     photo = paste_back(photo, translated_crops, matrices, masks)          # back into the photo
 """
 
-from scan.align.align import AlignedFace, align_faces, detect_faces, image_to_array
+from scan.align.align import MAX_DETECT_SIDE, AlignedFace, align_faces, detect_faces, image_to_array
 from scan.align.crop import (
     TEMPLATES,
     ffhq_quad,
@@ -26,11 +26,12 @@ from scan.align.landmarks import (
     fan_weights_cached,
     get_backend,
 )
-from scan.align.paste import MASKS, landmark_hull_mask, paste_back, rounded_square_mask
+from scan.align.paste import MASKS, footprint_box, landmark_hull_mask, paste_back, rounded_square_mask
 
 __all__ = [
     "BACKENDS",
     "MASKS",
+    "MAX_DETECT_SIDE",
     "TEMPLATES",
     "AlignedFace",
     "AlignmentError",
@@ -42,6 +43,7 @@ __all__ = [
     "choose_faces",
     "detect_faces",
     "fan_weights_cached",
+    "footprint_box",
     "ffhq_quad",
     "get_backend",
     "image_to_array",

@@ -9,16 +9,27 @@ are reported at the end. The input folder is never written to.
 from __future__ import annotations
 
 import argparse
-import sys
+import math
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
 from scan.align.align import align_faces
 from scan.align.crop import TEMPLATES
-from scan.align.landmarks import BACKENDS, AlignmentError, get_backend
-from scan.datasets.images import NoImagesError, find_images, load_image
+from scan.align.landmarks import BACKENDS, get_backend
+from scan.datasets.images import find_images, load_image
+from scan.errors import (
+    InputError,
+    add_debug_flag,
+    each_carrying_on,
+    one_line,
+    positive_int,
+    report_failures,
+    run_command,
+)
 from scan.imageops import model_to_pil, pil_to_model
+from scan.outputs import OutputPlan, output_stems, save_image
 
 __all__ = ["main", "build_parser"]
 
@@ -27,51 +38,59 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scan-align", description="Align faces of raw photos into a training folder.")
     p.add_argument("input", type=Path, help="folder of photos (searched recursively)")
     p.add_argument("output", type=Path, help="folder for the aligned crops (must not be the input)")
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=positive_int, default=256)
     p.add_argument("--template", choices=TEMPLATES, default="ffhq")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the template's side")
     p.add_argument("--landmarks", choices=BACKENDS, default="auto")
     p.add_argument("--faces", choices=("largest", "all"), default="largest")
     p.add_argument("--min-score", type=float, default=None, help="detection threshold (default: the backend's)")
     p.add_argument("--overwrite", action="store_true", help="replace crops that already exist in the output")
+    add_debug_flag(p)
     return p
+
+
+def _align_one(path: Path, stem: Path, args: argparse.Namespace, backend, plan: OutputPlan, counts: Counter) -> None:
+    """Align one photo's faces, counting crops ``written`` and ``kept`` (existing)."""
+    try:
+        photo = pil_to_model(load_image(path))
+    except Exception as e:  # PIL raises many types for a bad file
+        raise InputError(f"{path}: unreadable ({type(e).__name__}: {one_line(e)})") from None
+    faces = align_faces(photo, args.size, args.template, args.scale, backend, args.faces, args.min_score)
+    if not faces:
+        raise InputError(f"{path}: no face found")
+    for i, face in enumerate(faces):
+        target = args.output / (f"{stem}.png" if len(faces) == 1 else f"{stem}_{i}.png")
+        if target.exists() and not args.overwrite and target not in plan:
+            counts["kept"] += 1  # aligned by an earlier run: a rerun only adds the new photos
+            continue
+        save_image(model_to_pil(face.crop), plan.claim(target, path))
+        counts["written"] += 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not math.isfinite(args.scale) or args.scale <= 0:
+        raise InputError(f"--scale {args.scale}: must be a positive number")
+    if args.output.resolve() == args.input.resolve() or args.output.resolve().is_relative_to(args.input.resolve()):
+        raise InputError(f"output {args.output} is the input folder or inside it; choose another folder")
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError(f"output {args.output} is a file; give a folder")
+    files = find_images(args.input)
+    backend = get_backend(args.landmarks)
+    # Existing crops are kept (not an error): a rerun over a grown folder aligns only the new photos.
+    plan = OutputPlan(inputs=files, overwrite=True)
+    stems = output_stems(files, args.input)
+    counts: Counter = Counter()
+    problems = each_carrying_on(tqdm(files, desc="aligning", unit="photo"),
+                                lambda path: _align_one(path, stems[path], args, backend, plan, counts),
+                                lambda path: path, args.debug)
+    kept = f", kept {counts['kept']} existing" if counts["kept"] else ""
+    print(f"wrote {counts['written']} aligned face(s) to {args.output}{kept}")
+    if problems:
+        report_failures(problems, len(files), "photo(s)")
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.output.resolve() == args.input.resolve() or args.output.resolve().is_relative_to(args.input.resolve()):
-            raise NoImagesError(f"output {args.output} is the input folder or inside it; choose another folder")
-        files = find_images(args.input)
-        backend = get_backend(args.landmarks)
-    except (NoImagesError, AlignmentError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    problems: list[str] = []
-    written = skipped = 0
-    for path in tqdm(files, desc="aligning", unit="photo"):
-        try:
-            photo = pil_to_model(load_image(path))
-        except Exception as e:
-            problems.append(f"{path}: unreadable ({type(e).__name__}: {e})")
-            continue
-        faces = align_faces(photo, args.size, args.template, args.scale, backend, args.faces, args.min_score)
-        if not faces:
-            problems.append(f"{path}: no face found")
-            continue
-        stem = args.output / path.relative_to(args.input).parent / path.stem
-        for i, face in enumerate(faces):
-            target = stem.with_name(f"{stem.name}.png" if len(faces) == 1 else f"{stem.name}_{i}.png")
-            if target.exists() and not args.overwrite:
-                skipped += 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            model_to_pil(face.crop).save(target)
-            written += 1
-    print(f"wrote {written} aligned face(s) to {args.output}" + (f", kept {skipped} existing" if skipped else ""))
-    if problems:
-        print(f"{len(problems)} of {len(files)} photo(s) gave no crop:", file=sys.stderr)
-        for line in problems:
-            print(f"  {line}", file=sys.stderr)
-    return 0
+    return run_command(lambda: _run(args), args.debug)

@@ -7,6 +7,8 @@ import torch
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
+from scan.imageops import uint8_to_model
+
 __all__ = [
     "TEMPLATES",
     "ffhq_quad",
@@ -14,6 +16,8 @@ __all__ = [
     "template_quad",
     "quad_to_matrix",
     "invert_affine",
+    "crop_corners",
+    "shift_matrices",
     "warp_to_crops",
     "warp_from_crops",
 ]
@@ -105,22 +109,65 @@ def invert_affine(matrix: np.ndarray | Tensor) -> np.ndarray | Tensor:
     return torch.from_numpy(inv).to(matrix.dtype).to(matrix.device) if is_tensor else inv
 
 
+def crop_corners(matrices: np.ndarray | Tensor, size: int) -> np.ndarray:
+    """Where the corner pixels of crops cut with ``matrices`` lie in the photo.
+
+    Returns:
+        ``(N, 4, 2)`` photo pixel coordinates ``(x, y)``.
+    """
+    m = matrices.detach().cpu().numpy() if isinstance(matrices, Tensor) else np.asarray(matrices, np.float64)
+    inverse = np.asarray(invert_affine(m.reshape(-1, 2, 3)))
+    corners = np.array([[0.0, 0.0], [size - 1.0, 0.0], [0.0, size - 1.0], [size - 1.0, size - 1.0]])
+    return np.einsum("nij,kj->nki", inverse[:, :, :2], corners) + inverse[:, None, :, 2]
+
+
+def shift_matrices(matrices: np.ndarray | Tensor, x0: int, y0: int) -> np.ndarray:
+    """The same original-to-crop matrices for a region of the photo whose top-left pixel is ``(x0, y0)``
+    (region pixel ``q`` is photo pixel ``q + (x0, y0)``)."""
+    m = np.array(matrices.detach().cpu() if isinstance(matrices, Tensor) else matrices, np.float64).reshape(-1, 2, 3)
+    m[:, :, 2] += m[:, :, :2] @ np.array([x0, y0], np.float64)
+    return m
+
+
+def _read_interval(low: float, high: float, length: int, margin: int) -> tuple[int, int]:
+    """Pixels ``[start, stop)`` along one axis that sampling ``[low, high]`` with reflection at the
+    photo's edges reads (reflection about pixel centres: ``-x`` and ``2 (L - 1) - x``)."""
+    last = length - 1
+    if low < -last or high > 2 * last:  # reflected more than once: read it all
+        return 0, length
+    start, stop = low, high
+    if low < 0:
+        stop = max(stop, -low)
+    if high > last:
+        start = min(start, 2 * last - high)
+    return max(int(np.floor(start)) - margin, 0), min(int(np.ceil(stop)) + margin + 1, length)
+
+
 def warp_to_crops(image: Tensor, matrices: np.ndarray | Tensor, size: int) -> Tensor:
     """Cut ``N`` square crops out of one image (batched, differentiable, on the image's device).
 
+    Only the part of the image the crops read is converted and sampled, so a huge photo costs
+    little more than a small one; the crops are the same as from the whole image.
+
     Args:
-        image: :math:`(1, C, H, W)` or :math:`(C, H, W)` float image.
+        image: :math:`(1, C, H, W)` or :math:`(C, H, W)`: floats, or ``uint8`` in ``[0, 255]``.
         matrices: :math:`(N, 2, 3)` original-to-crop matrices.
         size: crop side.
 
     Returns:
-        :math:`(N, C, size, size)`; outside the photo, reflected content.
+        :math:`(N, C, size, size)` in the image's value range (``[-1, 1]`` for a ``uint8`` image);
+        outside the photo, reflected content.
     """
     image = image[None] if image.ndim == 3 else image
-    m = torch.as_tensor(np.asarray(matrices) if not isinstance(matrices, Tensor) else matrices)
-    m = m.to(device=image.device, dtype=image.dtype)
+    height, width = image.shape[-2:]
+    corners = crop_corners(matrices, size).reshape(-1, 2)
+    x0, x1 = _read_interval(corners[:, 0].min(), corners[:, 0].max(), width, margin=2)
+    y0, y1 = _read_interval(corners[:, 1].min(), corners[:, 1].max(), height, margin=2)
+    region = image[..., y0:y1, x0:x1]
+    region = uint8_to_model(region) if region.dtype == torch.uint8 else region
+    m = torch.from_numpy(shift_matrices(matrices, x0, y0)).to(device=region.device, dtype=region.dtype)
     return warp_affine(
-        image.expand(len(m), -1, -1, -1), m, (size, size), mode="bilinear", padding_mode="reflection",
+        region.expand(len(m), -1, -1, -1), m, (size, size), mode="bilinear", padding_mode="reflection",
         align_corners=True,
     )
 

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from scan.errors import UserError
+
 __all__ = [
     "AlignmentError",
     "NoFaceError",
@@ -25,7 +27,7 @@ __all__ = [
 BACKENDS = ("auto", "fan", "dlib")
 
 
-class AlignmentError(RuntimeError):
+class AlignmentError(UserError, RuntimeError):
     """No usable landmark backend, or no face where one was required."""
 
 

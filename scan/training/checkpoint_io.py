@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from scan.checkpoint import atomic_save, read_checkpoint
+from scan.checkpoint import CheckpointError, atomic_save, read_checkpoint
 
-__all__ = ["SafeCheckpointIO"]
+__all__ = ["SafeCheckpointIO", "check_training_checkpoint"]
+
+
+def check_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint to resume from, safely, and check it is one that scan's training wrote.
+
+    Returns:
+        The checkpoint's dict.
+
+    Raises:
+        CheckpointError: missing, unreadable, unsafe, or not a scan training checkpoint (for example
+            a ``model.pt``, which holds weights but no training state).
+    """
+    data = read_checkpoint(path)
+    if data.get("format") == "scan-model":
+        raise CheckpointError(
+            f"{path}: a scan model file holds weights but no training state, so it cannot resume a run; give "
+            "a run's checkpoints/last.ckpt (model files are for infer.py and scan-export)"
+        )
+    if not isinstance(data.get("scan"), dict) or not isinstance(data.get("state_dict"), dict) or "loops" not in data:
+        raise CheckpointError(
+            f"{path}: not a scan training checkpoint (keys: {sorted(map(str, data))[:6]}); give a run's "
+            "checkpoints/last.ckpt"
+        )
+    return data
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -11,19 +11,24 @@ completed fit the trained model as ``model.pt`` (for ``infer.py``, ``scan-export
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import TensorBoardLogger
+import pytorch_lightning as pl
 from jsonargparse import lazy_instance
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import TensorBoardLogger
 
-from scan.checkpoint import CheckpointError, save_model
-from scan.datasets import NoImagesError, UnpairedDataModule
-from scan.training.module import NonFiniteLossError, SCANModule
+from scan.checkpoint import save_model
+from scan.datasets import UnpairedDataModule
+from scan.errors import InputError, run_command
+from scan.outputs import atomic_write
+from scan.training.checkpoint_io import check_training_checkpoint
+from scan.training.module import SCANModule
 
 __all__ = ["SCANCLI", "main", "TRAINER_DEFAULTS"]
 
@@ -41,6 +46,27 @@ class PeriodicCheckpoint(ModelCheckpoint):
     """Checkpoints that are kept, every ``every_n_epochs`` epochs."""
 
 
+class AtomicSaveConfig(SaveConfigCallback):
+    """Writes the run's resolved ``config.yaml`` atomically (and never over an earlier run's)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if trainer.is_global_zero and log_dir is not None:
+            path = Path(log_dir) / self.config_filename
+            if path.exists() and not self.overwrite:
+                raise InputError(f"{path} exists: that folder holds an earlier run")
+            text = self.parser.dump(self.config, skip_none=False)
+            atomic_write(path, lambda tmp: tmp.write_text(text))
+        self.already_saved = True
+
+
+def _launching_process() -> bool:
+    """Whether this is the process a user started (rank 0), not a DDP worker that Lightning launched."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 class SCANCLI(LightningCLI):
     """Links the data's crop size to the model's top resolution and, unless ``trainer.max_epochs``
     is given, runs the whole schedule."""
@@ -56,7 +82,28 @@ class SCANCLI(LightningCLI):
                              "periodic_checkpoint.filename": "epoch{epoch:03d}",
                              "periodic_checkpoint.auto_insert_metric_name": False})
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the resume checkpoint here, before any of our code: check it first, with our
+        # safe loader, so a wrong or corrupt file is one clear line (and never advice to unpickle it).
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):  # Lightning's named checkpoints
+            check_training_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
     def before_fit(self) -> None:
+        logger = self.trainer.logger
+        # An explicit logger version whose folder holds a run: refuse before anything is written into it.
+        if isinstance(logger, TensorBoardLogger) and getattr(logger, "_version", None) is not None:
+            log_dir = Path(logger.log_dir)
+            if _launching_process() and log_dir.is_dir() and any(log_dir.iterdir()):
+                raise InputError(
+                    f"{log_dir} holds an earlier run; choose another --trainer.logger.init_args.version, or leave "
+                    "it out to get the next free one"
+                )
+        # Find the data and check it before the run writes anything (its log folder, its config).
+        self.datamodule.setup("fit")
+        self.datamodule.check_batch_size(self.trainer.world_size)
         trainer_config = self.config[self.subcommand]["trainer"]
         if trainer_config.get("max_epochs") is None and trainer_config.get("max_steps", -1) == -1:
             self.trainer.fit_loop.max_epochs = self.model.total_epochs
@@ -74,22 +121,32 @@ class SCANCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the CLI; the errors a user can cause end in one line on stderr and exit status 2."""
+    """Run the CLI; the errors a user can cause end in one line on stderr and exit status 2
+    (``--debug`` anywhere on the command line shows the traceback instead)."""
     # Lightning warns that step-based checkpoints of manually optimised modules hold the state after
     # the optimiser steps: that is the state a resumed run must continue from.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    try:
+    if args is None:  # from the command line: LightningCLI reads sys.argv, which must not hold --debug
+        debug = "--debug" in sys.argv
+        sys.argv = [a for a in sys.argv if a != "--debug"]
+        argv = None
+    else:
+        debug = "--debug" in args
+        argv = [a for a in args if a != "--debug"]
+
+    def run() -> int:
         SCANCLI(
             SCANModule,
             UnpairedDataModule,
             trainer_defaults=TRAINER_DEFAULTS,
+            save_config_callback=AtomicSaveConfig,
             save_config_kwargs={"overwrite": False},
-            args=args,
+            args=argv,
             auto_configure_optimizers=False,
         )
-    except (NoImagesError, CheckpointError, NonFiniteLossError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    # A ValueError here is a config the user wrote (an unknown preset, a bad schedule): theirs to fix.
+    return run_command(run, debug, user_errors=(ValueError, FileExistsError))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from scan.config import SCANConfig
+from scan.errors import UserError
 from scan.imageops import heatmap, make_grid
 from scan.losses import ImagePool
 from scan.metrics import psnr
@@ -24,7 +25,7 @@ from scan.training.checkpoint_io import SafeCheckpointIO
 __all__ = ["Phase", "SCANModule", "NonFiniteLossError", "default_schedule"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss stayed NaN/inf for too many steps in a row."""
 
 
@@ -272,14 +273,16 @@ class SCANModule(pl.LightningModule):
         top = self.trained_stage(self.phases[index])
         # One pass per direction yields every stage's output: running stages 1..k on the image
         # downsampled to stage k gives exactly stage k's output of the full pass.
-        ab = self.model.translate(self.model.stage_input(batch["a"], top), "a2b", upto=top)
-        ba = self.model.translate(self.model.stage_input(batch["b"], top), "b2a", upto=top)
+        # The generators directly, not the checked public translate(): a diverged model's NaN output
+        # must reach the logs, not stop validation.
+        ab = self.model.G_ab(self.model.stage_input(batch["a"], top), upto=top)
+        ba = self.model.G_ba(self.model.stage_input(batch["b"], top), upto=top)
         for stage in range(1, top + 1):
             real_a = self.model.stage_input(batch["a"], stage)
             real_b = self.model.stage_input(batch["b"], stage)
             fake_b, fake_a = ab.outputs[stage - 1], ba.outputs[stage - 1]
-            rec_a = self.model.translate(fake_b, "b2a", upto=stage).final
-            rec_b = self.model.translate(fake_a, "a2b", upto=stage).final
+            rec_a = self.model.G_ba(fake_b, upto=stage).final
+            rec_b = self.model.G_ab(fake_a, upto=stage).final
             metrics = {
                 f"val/stage{stage}/cycle_a": (rec_a - real_a).abs().mean(),
                 f"val/stage{stage}/cycle_b": (rec_b - real_b).abs().mean(),

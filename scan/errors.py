@@ -1,0 +1,134 @@
+"""One error policy for every command: what a user can fix is one line on stderr and exit status 2.
+
+Every error a user can cause (a bad file, option, path or device) derives from :class:`UserError`.
+The commands run their body through :func:`run_command`, which turns a :class:`UserError` into
+``error: <one line>`` and exit status 2, and anything else (a bug) into one line that asks for a
+``--debug`` rerun and exit status 1. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+__all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
+           "add_debug_flag", "each_carrying_on", "report_failures", "positive_int"]
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+EXIT_FAILED = 1  # some inputs of a folder run failed, or a bug
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix: a bad input file, path, option or device. Reported in one line."""
+
+
+class InputError(UserError, ValueError):
+    """A bad input or output path, or an input file that cannot be used."""
+
+
+class DeviceError(UserError, ValueError):
+    """A device that does not exist on this machine."""
+
+
+# torch's DataLoader re-raises a worker's exception with the worker's whole traceback in its message.
+_WORKER_TRACEBACK = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback")
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line: the last line of an embedded worker traceback (where
+    DataLoader put one), else the first non-empty line, else the exception's type name."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if _WORKER_TRACEBACK.search(text) and lines:
+        last = lines[-1]
+        # "module.NoImagesError: folder: ..." -> "folder: ..."
+        return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+    return lines[0] if lines else type(error).__name__
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (for bug reports)")
+
+
+def run_command(body: Callable[[], int], debug: bool = False,
+                user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a command's body under the error policy.
+
+    Args:
+        body: the command; returns its exit status.
+        debug: re-raise instead (the traceback is shown).
+        user_errors: further exception types to treat as the user's (e.g. ``ValueError`` where the
+            body only validates a config the user wrote).
+
+    Returns:
+        ``body``'s status; 2 for a :class:`UserError`; 1 for any other exception; 130 on Ctrl-C.
+    """
+    try:
+        return body()
+    except (UserError, *user_errors) as e:
+        if debug:
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {one_line(e)} (a bug: rerun with --debug and report the "
+              "traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def each_carrying_on(items: Iterable[T], work: Callable[[T], object], name: Callable[[T], object],
+                     debug: bool = False) -> list[str]:
+    """A folder run: ``work(item)`` for every item, carrying on past the ones that fail.
+
+    Args:
+        items: the inputs (wrap them in a progress bar first, if wanted).
+        work: processes one item.
+        name: names an item in a failure line (its path).
+        debug: re-raise an unexpected exception instead of listing it.
+
+    Returns:
+        One line per failed item: a :class:`UserError`'s message (which names its file), or the
+        unexpected exception, named.
+    """
+    failures: list[str] = []
+    for item in items:
+        try:
+            work(item)
+        except UserError as e:
+            failures.append(one_line(e))
+        except Exception as e:  # a bug on one input must not cost the others; --debug shows it
+            if debug:
+                raise
+            failures.append(f"{name(item)}: unexpected {type(e).__name__}: {one_line(e)} (rerun with --debug)")
+    return failures
+
+
+def report_failures(failures: list[str], total: int, what: str = "input(s)") -> None:
+    """The end of a folder run: how many of ``total`` inputs failed, one line each."""
+    print(f"{len(failures)} of {total} {what} failed:", file=sys.stderr)
+    for line in failures:
+        print(f"  {line}", file=sys.stderr)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above zero (``--size 0`` is a mistake, not a default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value

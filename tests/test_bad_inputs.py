@@ -1,0 +1,386 @@
+"""The bad-input table: every command, fed what hostile or careless users feed it.
+
+Each case runs a real command line (``infer.py``, ``train.py``, ``scan-align``, ``scan-export``) in a
+subprocess, in a folder of its own, and checks:
+- the exit status (2: the user's mistake; 1: a folder run where some inputs failed; 0: done);
+- no traceback, and for status 2 exactly one ``error:`` line (argparse's usage line aside), naming
+  what is wrong;
+- every file that was there before is byte for byte the same afterwards, the files that appear are
+  exactly the expected ones, and no temporary file is left behind.
+
+The cases run two at a time (the machine has two cores) in one fixture; each test checks one case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import scan
+from scan.datasets.demo import build_demo_set
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROGRAMS = {
+    "infer": [str(ROOT / "infer.py")],
+    "export": ["-m", "scan.export"],
+    "align": ["-m", "scan.align"],
+    "train": [str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--data.num_workers",
+              "0", "--data.batch_size", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar",
+              "false", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+              "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"],
+}
+
+
+@dataclass
+class Case:
+    """One hostile command line.
+
+    Attributes:
+        id: the test id.
+        program: a key of ``PROGRAMS``.
+        args: the arguments; ``{d}`` is the case's own folder.
+        code: the expected exit status.
+        message: text the error line must hold (status 2), or the failure list must (status 1).
+        setup: makes the case's extra files in its folder.
+        new: files (relative to the folder) the run must create; nothing else may appear.
+        new_run: a training run that started may also leave its new log folder, ``runs/demo/version_0/``.
+        argparse: the error comes from argparse (a usage line precedes the ``error:`` line).
+    """
+
+    id: str
+    program: str
+    args: str
+    code: int
+    message: str = ""
+    setup: Callable[[Path], None] | None = None
+    new: set[str] = field(default_factory=set)
+    new_run: bool = False
+    argparse: bool = False
+
+
+# ------------------------------------------------------------------------------------- inputs
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _crop() -> np.ndarray:
+    return np.asarray(Image.fromarray(data.astronaut()).crop((150, 50, 300, 200)).resize((64, 64)))
+
+
+def _save_dict(path: Path, obj) -> None:
+    torch.save(obj, path)
+
+
+def _model_dict() -> dict:
+    torch.manual_seed(0)
+    model = scan.create_model("tiny")
+    return {"format": "scan-model", "format_version": 1, "config": model.config.to_dict(),
+            "state_dict": model.state_dict()}
+
+
+def _bad_checkpoint(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        checkpoint = _model_dict()
+        change(checkpoint)
+        _save_dict(d / "bad.pt", checkpoint)
+
+    return setup
+
+
+def _wrong_type(c: dict) -> None:
+    c["config"]["stages"][0]["generator"]["ngf"] = "8"
+
+
+def _wrong_shape(c: dict) -> None:
+    name = next(k for k, v in c["state_dict"].items() if v.ndim == 4)
+    c["state_dict"][name] = torch.zeros(2, 2, 2, 2)
+
+
+def _nan_weights(c: dict) -> None:
+    for value in c["state_dict"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+
+
+class _WritesAMarker:
+    """Unpickling this runs code: it opens (creates) a marker file. A safe loader must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _booby_trap(d: Path) -> None:
+    checkpoint = _model_dict()
+    checkpoint["payload"] = _WritesAMarker(d / "pwned")
+    _save_dict(d / "bad.pt", checkpoint)
+
+
+def _write(relative: str, content: bytes) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        (d / relative).parent.mkdir(parents=True, exist_ok=True)
+        (d / relative).write_bytes(content)
+
+    return setup
+
+
+def _photos(*names: str, array: Callable[[], np.ndarray] = _crop) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        for name in names:
+            if name.endswith(".jpg"):
+                (d / name).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array()).save(d / name, quality=95)
+            else:
+                _png(d / name, array())
+
+    return setup
+
+
+def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        for s in setups:
+            s(d)
+
+    return setup
+
+
+def _hard_link(d: Path) -> None:
+    os.link(d / "astronaut.png", d / "linked.png")
+
+
+def _truncated_jpegs(d: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, "JPEG")
+    for domain in "AB":
+        (d / f"bad/train{domain}").mkdir(parents=True)
+        for i in range(3):  # truncated JPEGs pass the header check and fail only when decoded
+            (d / f"bad/train{domain}/{i}.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
+
+
+def _earlier_run(d: Path) -> None:
+    run = d / "runs/demo/version_0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: earlier run\n")
+    (run / "events.out.tfevents.0").write_bytes(b"earlier events")
+
+
+def _truncated_copy(source: str, target: str) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        raw = (d / source).read_bytes()
+        (d / target).write_bytes(raw[: len(raw) // 2])
+
+    return setup
+
+
+I = "--checkpoint {d}/tiny.pt"  # noqa: E741 (the common infer prefix)
+BAD = "--checkpoint {d}/bad.pt --input {d}/crop.png --output {d}/out.png --align none"
+
+CASES = [
+    # --- nothing lost or overwritten
+    Case("infer-output-folder-holds-the-input", "infer", f"{I} --input {{d}}/astronaut.png --output {{d}} --overwrite",
+         2, "is the input"),
+    Case("infer-output-is-a-hard-link-to-the-input", "infer",
+         f"{I} --input {{d}}/astronaut.png --output {{d}}/linked.png --overwrite --align none", 2, "is the input",
+         setup=_hard_link),
+    Case("infer-same-stem-different-extension", "infer", f"{I} --input {{d}}/in --output {{d}}/out --align none", 0,
+         setup=_photos("in/face.jpg", "in/face.png"), new={"out/face.jpg.png", "out/face.png.png"}),
+    Case("infer-strips-of-same-name-in-subfolders", "infer",
+         f"{I} --input {{d}}/in --output {{d}}/out --align none --save-stages {{d}}/strips", 0,
+         setup=_photos("in/s1/p.png", "in/s2/p.png"),
+         new={"out/s1/p.png", "out/s2/p.png", "strips/s1/p_stages.png", "strips/s2/p_stages.png"}),
+    Case("infer-existing-strip-without-overwrite", "infer",
+         f"{I} --input {{d}}/crop.png --output {{d}}/out.png --align none --save-stages {{d}}/strips", 2,
+         "crop_stages.png exists; pass --overwrite", setup=_write("strips/crop_stages.png", b"keep me")),
+    Case("infer-existing-output-without-overwrite", "infer",
+         f"{I} --input {{d}}/crop.png --output {{d}}/out.png --align none", 2, "out.png exists; pass --overwrite",
+         setup=_write("out.png", b"keep me")),
+    Case("export-over-its-own-checkpoint", "export", "--checkpoint {d}/tiny.pt --output {d}/tiny.pt --overwrite", 2,
+         "is the input"),
+    Case("export-existing-output-without-overwrite", "export", "--checkpoint {d}/tiny.pt --output {d}/out.onnx", 2,
+         "out.onnx exists; pass --overwrite", setup=_write("out.onnx", b"keep me")),
+    Case("align-same-stem-different-extension", "align", "{d}/raw {d}/aligned --size 64 --landmarks dlib", 0,
+         setup=_photos("raw/a.jpg", "raw/a.png", array=data.astronaut), new={"aligned/a.jpg.png", "aligned/a.png.png"}),
+    # --- bad paths and files: one line, not a traceback
+    Case("infer-missing-input", "infer", f"{I} --input {{d}}/nowhere.png --output {{d}}/out.png", 2,
+         "nowhere.png: no such file or folder"),
+    Case("infer-unknown-output-extension", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/out.xyz", 2,
+         "unknown image extension"),
+    Case("infer-corrupt-image", "infer", f"{I} --input {{d}}/bad.png --output {{d}}/out.png --align none", 2,
+         "bad.png: not a readable image", setup=_write("bad.png", b"\x89PNG\r\n\x1a\n garbage")),
+    Case("infer-1x1-image", "infer", f"{I} --input {{d}}/dot.png --output {{d}}/out.png --landmarks dlib", 2,
+         "dot.png: no face found", setup=lambda d: _png(d / "dot.png", np.zeros((1, 1, 3), np.uint8))),
+    Case("infer-folder-carries-on-past-bad-files", "infer",
+         f"{I} --input {{d}}/in --output {{d}}/out --landmarks dlib", 1, "2 of 3 input(s) failed",
+         setup=_both(_photos("in/astronaut.png", array=data.astronaut), _write("in/broken.png", b"nope"),
+                     lambda d: _png(d / "in/dot.png", np.zeros((1, 1, 3), np.uint8))),
+         new={"out/astronaut.png"}),
+    Case("infer-empty-folder", "infer", f"{I} --input {{d}}/empty --output {{d}}/out", 2, "no image files",
+         setup=lambda d: (d / "empty").mkdir()),
+    Case("infer-folder-without-images", "infer", f"{I} --input {{d}}/docs --output {{d}}/out", 2, "no image files",
+         setup=_write("docs/readme.txt", b"text")),
+    Case("infer-output-under-a-file", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/crop.png/out.png", 2,
+         "is a file, not a folder"),
+    Case("infer-save-stages-is-a-file", "infer",
+         f"{I} --input {{d}}/crop.png --output {{d}}/out.png --align none --save-stages {{d}}/astronaut.png", 2,
+         "is a file, not a folder"),
+    Case("infer-unwritable-output", "infer", f"{I} --input {{d}}/crop.png --output /proc/scan-out.png --align none",
+         2, "cannot write /proc/scan-out.png"),
+    Case("infer-checkpoint-is-a-folder", "infer", "--checkpoint {d} --input {d}/crop.png --output {d}/out.png", 2,
+         "a folder, not a checkpoint file"),
+    # --- checkpoints
+    Case("infer-checkpoint-without-config", "infer", BAD, 2, "no model config",
+         setup=_bad_checkpoint(lambda c: c.pop("config"))),
+    Case("infer-checkpoint-wrong-typed-field", "infer", BAD, 2, "GeneratorConfig.ngf must be int",
+         setup=_bad_checkpoint(_wrong_type)),
+    Case("infer-checkpoint-wrong-shape-weight", "infer", BAD, 2, "wrong shape", setup=_bad_checkpoint(_wrong_shape)),
+    Case("infer-checkpoint-string-state-dict", "infer", BAD, 2, "'state_dict' is str",
+         setup=_bad_checkpoint(lambda c: c.update(state_dict="weights"))),
+    Case("infer-checkpoint-random-bytes", "infer", BAD, 2, "not a readable PyTorch checkpoint",
+         setup=_write("bad.pt", bytes(range(256)) * 8)),
+    Case("infer-checkpoint-empty", "infer", BAD, 2, "empty file", setup=_write("bad.pt", b"")),
+    Case("infer-checkpoint-a-list", "infer", BAD, 2, "holds a list",
+         setup=lambda d: _save_dict(d / "bad.pt", [1, 2, 3])),
+    Case("infer-checkpoint-from-a-newer-scan", "infer", BAD, 2, "newer scan",
+         setup=_bad_checkpoint(lambda c: c.update(format_version=99))),
+    Case("infer-checkpoint-booby-trapped", "infer", BAD, 2, "refused", setup=_booby_trap),
+    Case("export-checkpoint-without-config", "export", "--checkpoint {d}/bad.pt --output {d}/out.onnx", 2,
+         "no model config", setup=_bad_checkpoint(lambda c: c.pop("config"))),
+    Case("export-checkpoint-wrong-shape-weight", "export", "--checkpoint {d}/bad.pt --output {d}/out.onnx", 2,
+         "wrong shape", setup=_bad_checkpoint(_wrong_shape)),
+    Case("export-checkpoint-booby-trapped", "export", "--checkpoint {d}/bad.pt --output {d}/out.onnx", 2,
+         "refused", setup=_booby_trap),
+    # --- devices
+    Case("infer-device-cuda-without-a-gpu", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/out.png "
+         "--align none --device cuda", 2, "not available on this machine; available: cpu"),
+    Case("infer-readme-bf16-cuda-line-on-a-cpu", "infer", f"{I} --input {{d}}/astronaut.png --output {{d}}/out.png "
+         "--precision bf16 --device cuda", 2, "not available on this machine; available: cpu"),
+    Case("infer-device-mps", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/out.png --align none --device mps",
+         2, "not available on this machine"),
+    Case("infer-device-banana", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/out.png --align none "
+         "--device banana", 2, "is not a device name; available here: cpu"),
+    # --- sizes
+    Case("align-size-0", "align", "{d}/raw {d}/aligned --size 0", 2, "0 is not positive", argparse=True,
+         setup=_photos("raw/a.png")),
+    Case("align-size-negative", "align", "{d}/raw {d}/aligned --size -5", 2, "-5 is not positive", argparse=True,
+         setup=_photos("raw/a.png")),
+    Case("align-scale-0", "align", "{d}/raw {d}/aligned --scale 0", 2, "--scale 0.0: must be a positive number",
+         setup=_photos("raw/a.png")),
+    Case("align-empty-folder", "align", "{d}/empty {d}/aligned", 2, "no image files",
+         setup=lambda d: (d / "empty").mkdir()),
+    Case("align-output-is-a-file", "align", "{d}/raw {d}/crop.png", 2, "is a file; give a folder",
+         setup=_photos("raw/a.png")),
+    Case("export-size-not-a-multiple", "export", "--checkpoint {d}/tiny.pt --output {d}/out.onnx --size 50", 2,
+         "needs a positive multiple of 16"),
+    Case("export-size-negative", "export", "--checkpoint {d}/tiny.pt --output {d}/out.onnx --size -16", 2,
+         "-16 is not positive", argparse=True),
+    Case("export-size-0", "export", "--checkpoint {d}/tiny.pt --output {d}/out.onnx --size 0", 2,
+         "0 is not positive", argparse=True),
+    # --- NaN
+    Case("infer-model-with-nan-weights", "infer", BAD, 2, "output is NaN/inf", setup=_bad_checkpoint(_nan_weights)),
+    # --- training
+    Case("train-resume-from-random-bytes", "train", "--data.root {d}/data --ckpt_path {d}/bad.ckpt", 2,
+         "bad.ckpt: not a readable PyTorch checkpoint", setup=_write("bad.ckpt", bytes(range(256)) * 8)),
+    Case("train-resume-from-an-empty-file", "train", "--data.root {d}/data --ckpt_path {d}/bad.ckpt", 2,
+         "empty file", setup=_write("bad.ckpt", b"")),
+    Case("train-resume-from-a-truncated-file", "train", "--data.root {d}/data --ckpt_path {d}/bad.ckpt", 2,
+         "not a readable PyTorch checkpoint", setup=_truncated_copy("tiny.pt", "bad.ckpt")),
+    Case("train-resume-from-a-model-file", "train", "--data.root {d}/data --ckpt_path {d}/tiny.pt", 2,
+         "cannot resume a run"),
+    Case("train-resume-from-a-missing-file", "train", "--data.root {d}/data --ckpt_path {d}/nowhere.ckpt", 2,
+         "nowhere.ckpt: no such checkpoint file"),
+    Case("train-only-broken-files-with-2-workers", "train", "--data.root {d}/bad --data.num_workers 2", 2,
+         "no file could be decoded", setup=_truncated_jpegs, new_run=True),
+    Case("train-reuses-an-existing-logger-version", "train",
+         "--data.root {d}/data --trainer.logger.init_args.save_dir {d}/runs --trainer.logger.init_args.version 0", 2,
+         "holds an earlier run", setup=_earlier_run),
+    Case("train-batch-larger-than-the-data", "train", "--data.root {d}/data --data.batch_size 20", 2,
+         "fewer than one batch"),
+    Case("train-nan-losses-stop-the-run-with-image-logging-on", "train",
+         "--data.root {d}/data --model.lr 1e30 --model.image_log_every_n_steps 1 --model.max_nonfinite_steps 2 "
+         "--trainer.max_epochs 4", 2, "NaN/inf for 2 steps in a row", new_run=True),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProcess, dict, dict, Path]]:
+    pool = tmp_path_factory.mktemp("pool")
+    scan.save_model(scan.create_model("tiny"), pool / "tiny.pt")
+    _png(pool / "astronaut.png", data.astronaut())
+    _png(pool / "crop.png", _crop())
+    build_demo_set(pool / "data", train=4, test=2, size=72)
+
+    def run(case: Case):
+        d = tmp_path_factory.mktemp(case.id)
+        for item in pool.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy)(item, d / item.name)
+        if case.setup is not None:
+            case.setup(d)
+        before = _snapshot(d)
+        args = case.args.replace("{d}", str(d)).split()
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, *PROGRAMS[case.program], *args], cwd=d, capture_output=True,
+                                text=True, timeout=300, env=env)
+        print(f"{case.id}: {time.perf_counter() - start:.1f} s", file=sys.__stderr__)
+        return case.id, (case, result, before, _snapshot(d), d)
+
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        return dict(executor.map(run, CASES))
+
+
+def test_the_table_covers_every_command():
+    assert {case.program for case in CASES} == set(PROGRAMS)
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, results):
+    _, result, before, after, d = results[case.id]
+    stderr = result.stderr
+    assert result.returncode == case.code, stderr
+    assert "Traceback" not in stderr and "weights_only=False" not in stderr and "set to `False`" not in stderr
+    if case.code == 2:
+        errors = [line for line in stderr.splitlines() if line.startswith(("error:", f"{Path(sys.argv[0]).name}: error"))
+                  or ": error: " in line]
+        assert len(errors) == 1 and case.message in errors[0], stderr
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        if case.argparse:  # argparse's usage, then its one error line
+            assert lines[0].startswith("usage:") and lines[-1] == errors[0], stderr
+        elif case.program != "train":  # (Lightning may print its own notes before our line)
+            assert lines == errors, stderr
+    elif case.code == 1:
+        assert case.message in stderr
+    # Nothing that was there changed; exactly the expected files appeared; no temporary file is left.
+    assert {k: v for k, v in after.items() if k in before} == before
+    appeared = set(after) - set(before)
+    if case.new_run:
+        appeared = {name for name in appeared if not name.startswith("runs/demo/version_0/")}
+    assert appeared == case.new, stderr
+    assert not (d / "pwned").exists()
