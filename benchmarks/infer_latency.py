@@ -7,6 +7,7 @@ one run, so their ratios are comparable.
 
 Usage:
     python benchmarks/infer_latency.py [--sizes 256 512] [--presets ...] [--repeats 3] [--out FILE]
+    python benchmarks/infer_latency.py --quick   # seconds; checks the script end to end (tiny, 64 px)
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime column")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "infer_latency.json")
+    parser.add_argument("--quick", action="store_true", help="tiny preset, 64 px, one repeat: checks the script")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.presets, args.repeats = [64], ["tiny"], 1
     torch.set_grad_enabled(False)
 
     photo = Image.fromarray(data.astronaut())

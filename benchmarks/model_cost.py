@@ -9,6 +9,7 @@ Targets (reported, not asserted):
 
 Usage:
     python benchmarks/model_cost.py [--sizes 256 512] [--presets ...] [--repeats 5] [--out FILE]
+    python benchmarks/model_cost.py --quick    # seconds; checks the script end to end (64 px, 1 repeat)
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=[p for p in scan.list_models() if p != "tiny"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "model_cost.json")
+    parser.add_argument("--quick", action="store_true", help="64 px and one repeat, to check the script")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.repeats = [64], 1
     presets = list(dict.fromkeys([REFERENCE, *args.presets])) if REFERENCE in scan.list_models() else args.presets
     torch.set_grad_enabled(False)
     generators = {name: scan.create_model(name).G_ab.eval() for name in presets}

@@ -10,11 +10,16 @@ Target (reported, not asserted): our step within 1.1x of the plain step.
 
 Usage:
     python benchmarks/train_throughput.py [--sizes 64 128 256] [--steps 3] [--out FILE]
+    python benchmarks/train_throughput.py --quick   # seconds; checks the script end to end
+
+``--quick`` measures the ``tiny`` preset (both its stages) at 64 px for one step, in this process
+(no fresh process per measurement, so its peak memory readings are not per measurement).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import platform
@@ -188,11 +193,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
     parser.add_argument("--presets", nargs="+", default=["cyclegan-256", "scan-128-256"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json")
+    parser.add_argument("--quick", action="store_true", help="tiny preset, 64 px, 1 step, in-process")
     args = parser.parse_args()
+    run = measure if args.quick else functools.partial(isolated, measure)
+    images = 8 if args.quick else 48
+    if args.quick:
+        args.sizes, args.presets, args.steps = [64], ["tiny"], 1
     pl.seed_everything(0, verbose=False)
     rows = []
     for size in args.sizes:
-        data_rate = data_images_per_s(size)
+        data_rate = data_images_per_s(size, images)
         for preset in args.presets:
             config = scan.create_config(preset)
             for stage in range(1, config.num_stages + 1):
@@ -200,8 +210,8 @@ def main() -> None:
                 for bf16 in (False, True):
                     # Each measurement in a fresh process: peak RSS is then that measurement's own.
                     # Ours and plain alternate, so drifts in machine load hit both alike.
-                    ours, ours_mb = isolated(measure, "ours", preset, stage, size, args.steps, bf16)
-                    plain, plain_mb = isolated(measure, "plain", preset, stage, size, args.steps, bf16)
+                    ours, ours_mb = run("ours", preset, stage, size, args.steps, bf16)
+                    plain, plain_mb = run("plain", preset, stage, size, args.steps, bf16)
                     row = {
                         "preset": preset, "phase": f"stage {stage}", "size": size, "stage_size": stage_size,
                         "precision": "bf16" if bf16 else "fp32",

@@ -133,8 +133,26 @@ def test_align_then_paste_back_with_identity_restores_the_photo(astronaut, mask_
     assert 10 * torch.log10(1 / mse) > 30  # PSNR inside the mask: only resampling blur
 
 
-def test_masks_are_zero_on_the_crop_border_and_one_in_the_middle(astronaut_faces):
-    for mask in (rounded_square_mask(64), landmark_hull_mask(np.full((68, 2), 32.0) + np.random.rand(68, 2) * 20, 64)):
+def test_paste_back_puts_the_translated_crop_inside_the_mask(astronaut):
+    """A known, non-identity "translation" (a flat colour) is blended in with the mask's weights:
+    the crop where the mask is 1, a mix in the feathered edge, the photo where it is 0."""
+    photo = pil_to_model(Image.fromarray(astronaut))
+    matrix = quad_to_matrix(np.array([[150, 60], [150, 260], [350, 260], [350, 60]], float), 64)[None]
+    colour = torch.tensor([-0.8, 0.6, 0.1]).view(1, 3, 1, 1)
+    crop, mask = colour.expand(1, 3, 64, 64), rounded_square_mask(64)
+    out = paste_back(photo, crop, matrix, mask)[0]
+    weight = warp_from_crops(mask[None], matrix, 512, 512)[0, 0].clamp(0, 1)
+    inside, edge, outside = weight > 0.999, (weight > 0.2) & (weight < 0.8), weight == 0
+    assert inside.sum() > 100 * 100 and edge.sum() > 1000 and outside.float().mean() > 0.7
+    assert torch.allclose(out[:, inside], colour.view(3, 1).expand(3, int(inside.sum())), atol=5e-3)
+    expected_edge = weight[edge] * colour.view(3, 1) + (1 - weight[edge]) * photo[0][:, edge]
+    assert torch.allclose(out[:, edge], expected_edge, atol=1e-5)
+    assert torch.equal(out[:, outside], photo[0][:, outside])
+
+
+def test_masks_are_zero_on_the_crop_border_and_one_in_the_middle():
+    landmarks = np.full((68, 2), 32.0) + np.random.default_rng(0).uniform(0, 20, (68, 2))
+    for mask in (rounded_square_mask(64), landmark_hull_mask(landmarks, 64)):
         assert mask.shape == (1, 64, 64)
         assert mask[0, 0].max() == 0 and mask[0, -1].max() == 0 and mask[0, :, 0].max() == 0
     assert rounded_square_mask(64)[0, 32, 32] == 1

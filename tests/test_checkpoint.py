@@ -1,7 +1,7 @@
 """Model files: round trip, and loading never runs code from the file."""
 
-import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,25 +23,31 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 
-class _RunsACommand:
+def _leave_marker(path):
+    Path(path).write_text("code from the file ran")
+
+
+class _RunsCode:
+    """Unpickling this calls ``_leave_marker``: proof that a loader ran code from the file,
+    without running a shell."""
+
     def __init__(self, marker):
         self.marker = marker
 
     def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+        return (_leave_marker, (str(self.marker),))
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     payload = {"format": "scan-model", "format_version": 1, "config": {}, "state_dict": {},
-               "evil": _RunsACommand(marker)}
+               "evil": _RunsCode(marker)}
     path = tmp_path / "evil.pt"
     torch.save(payload, path)
-    # Sanity: an unsafe loader would run the command.
     with pytest.raises(scan.CheckpointError, match="refused"):
         scan.load_model(path)
     assert not marker.exists()
-    with open(path, "rb") as f:  # the same file through plain pickle does run it: the test is real
+    with open(path, "rb") as f:  # the same file through plain pickle does run the code: the test is real
         torch.load(f, weights_only=False)
     assert marker.exists()
 
@@ -49,10 +55,12 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
 def test_raw_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps(_RunsACommand(marker), protocol=2))
+    path.write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
     with pytest.raises(scan.CheckpointError):
         scan.load_model(path)
     assert not marker.exists()
+    pickle.loads(path.read_bytes())  # plain pickle runs it: the test is real
+    assert marker.exists()
 
 
 def test_foreign_corrupt_and_mismatched_files_fail_clearly(tmp_path):

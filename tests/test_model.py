@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import scan
 from scan.generator import downsample
@@ -17,7 +18,7 @@ def test_every_preset_is_covered_here():
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_SIZE))
-def test_preset_output_shapes(name):
+def test_preset_output_shapes_and_fusion(name):
     model = scan.create_model(name).eval()
     size = SMALL_SIZE[name]
     x = torch.rand(2, 3, size, size) * 2 - 1
@@ -28,11 +29,17 @@ def test_preset_output_shapes(name):
             assert len(out.outputs) == len(out.alphas) == len(out.raw) == n
             for k, (y, alpha) in enumerate(zip(out.outputs, out.alphas)):
                 side = size // 2 ** (n - 1 - k)
-                assert y.shape == (2, 3, side, side)
-                assert y.abs().max() <= 1.0
+                assert y.shape == out.raw[k].shape == (2, 3, side, side)
                 assert (alpha is None) == (k == 0)
-                if alpha is not None:
+                if alpha is None:
+                    assert torch.equal(y, out.raw[0])  # stage 1 fuses nothing
+                else:
+                    # Each later stage's output is its own image and the previous output, mixed per
+                    # pixel by the alpha map it reports (written out here, not through scan.fuse).
                     assert alpha.shape == (2, 1, side, side)
+                    previous_up = F.interpolate(out.outputs[k - 1], scale_factor=2.0, mode="bilinear")
+                    assert torch.allclose(y, alpha * out.raw[k] + (1 - alpha) * previous_up, atol=1e-6)
+                    assert not torch.allclose(y, out.raw[k], atol=1e-3)  # the mix is not a pass-through
             assert out.final is out.outputs[-1]
 
 
@@ -91,6 +98,34 @@ def test_losses_respect_config():
     expected = t["G_ab_gan"] + t["G_ba_gan"] + 10.0 * (t["cycle_a"] + t["cycle_b"])
     assert torch.allclose(step.loss, expected)
     assert step.loss.requires_grad and not step.fake_a.requires_grad
+
+
+def test_generator_loss_weights_cycle_and_identity_as_documented():
+    """The total generator loss, computed by hand on a tiny fixed example: GAN (LSGAN) +
+    lambda_cycle x cycle L1 + lambda_cycle x lambda_identity x identity L1. The weights are chosen so
+    that every wrong weighting (identity by lambda_identity alone, by lambda_cycle alone, unweighted
+    cycle) gives a different total."""
+    torch.manual_seed(3)
+    lambda_cycle, lambda_identity = 3.0, 0.5
+    model = scan.create_model("tiny", loss={"lambda_cycle": lambda_cycle, "lambda_identity": lambda_identity})
+    a, b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    step = model.generator_step(a, b, stage=1)
+
+    with torch.no_grad():
+        G_ab = lambda x: model.G_ab(x, upto=1).final  # noqa: E731
+        G_ba = lambda x: model.G_ba(x, upto=1).final  # noqa: E731
+        l1 = lambda x, y: (x - y).abs().mean()  # noqa: E731
+        fake_b, fake_a = G_ab(a), G_ba(b)
+        gan = ((model.D_b[0](fake_b) - 1) ** 2).mean() + ((model.D_a[0](fake_a) - 1) ** 2).mean()
+        cycle = l1(G_ba(fake_b), a) + l1(G_ab(fake_a), b)
+        identity = l1(G_ab(b), b) + l1(G_ba(a), a)  # each generator should leave its own domain alone
+    assert identity > 0.1 and cycle > 0.1  # an untrained model: both terms matter
+    expected = gan + lambda_cycle * cycle + lambda_cycle * lambda_identity * identity
+    assert step.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert step.terms["idt_a"] + step.terms["idt_b"] == pytest.approx(identity.item(), rel=1e-5)
+    wrong = [gan + lambda_cycle * cycle + w * identity for w in (lambda_identity, lambda_cycle, 0.0)]
+    wrong.append(gan + cycle + lambda_cycle * lambda_identity * identity)
+    assert all(abs(step.loss.item() - w.item()) > 1e-2 for w in wrong)
 
 
 @pytest.mark.parametrize("mode", ["lsgan", "vanilla", "hinge"])

@@ -1,4 +1,5 @@
-"""The wheel installs one import package, `scan`, with the top-level folders mapped under it."""
+"""The wheel installs one import package, `scan`, with the top-level folders mapped under it; the
+installed library's smoke check (`python -m scan`) works."""
 
 import shutil
 import subprocess
@@ -40,3 +41,18 @@ def test_wheel_installs_nothing_outside_scan(wheel_files):
     dist_info = {t for t in top_level if t.endswith(".dist-info")}
     assert top_level - dist_info == {"scan"}, top_level  # no top-level `datasets` (Hugging Face's name)
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in wheel_files)
+
+
+def test_smoke_check_reports_a_broken_round_trip(monkeypatch, capsys):
+    """`python -m scan` (the README's quick check of an install) translates through every stage and
+    fails, status 1, when the reloaded model disagrees with the one it saved."""
+    import scan
+    from scan.__main__ import main
+
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert "stage 1: output (1, 3, 32, 32)" in out and "stage 2: output (1, 3, 64, 64)" in out
+    assert "outputs identical = True" in out
+    monkeypatch.setattr(scan, "load_model", lambda path: scan.create_model("tiny").eval())  # other weights
+    assert main() == 1
+    assert "outputs identical = False" in capsys.readouterr().out

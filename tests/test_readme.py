@@ -1,9 +1,12 @@
 """The README's commands and code still work: every shell command is recognised and its options
 parse; the inference, alignment and export commands run for real on stand-in files (a `tiny` model,
-the astronaut as the selfie); training commands, which need real data sets, are parsed only (what
-they do is tested in test_training.py and run by the demo); every Python block runs, and the YAML
-shown is the shipped config's."""
+the astronaut as the selfie); the TensorBoard command reads a real (tiny) run's event files and finds
+the tags the README names; each benchmark command runs in its `--quick` mode and writes its results;
+training commands, which need real data sets, are parsed only (what they do is tested in
+test_training.py and run by the demo); every Python block runs, and the YAML shown is the shipped
+config's."""
 
+import json
 import re
 import shlex
 import subprocess
@@ -11,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from PIL import Image
@@ -102,26 +106,95 @@ def _check(words: list[str]) -> None:
 
         _parses_and_runs(scan.export, words[1:])
     elif program == "tensorboard":
-        assert Path(sys.executable).with_name("tensorboard").exists(), "tensorboard is not installed beside python"
-        assert words[1:2] == ["--logdir"]
+        _check_tensorboard(words)
     elif program == "python -m" and words[2] == "scan.datasets.demo":
         from scan.datasets.demo import main
 
         assert main(words[3:]) == 0  # it is quick: build the set for real
         assert (Path(words[3]) / "testA_target").is_dir()
     elif program.startswith("python benchmarks/"):
-        script = ROOT / words[1]
-        assert script.is_file(), f"{script} does not exist"
-        usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
-        for option in (w for w in words[2:] if w.startswith("--")):
-            assert option in usage.stdout, f"{words[1]} has no option {option}"
+        _check_benchmark(words)
     else:
         pytest.fail(f"README command {shlex.join(words)!r} is checked by nothing; teach tests/test_readme.py")
+
+
+def _check_tensorboard(words: list[str]) -> None:
+    """Train a tiny run where the README's logdir points (as `python train.py fit` would name it), then
+    run the README's command with `--inspect`, which reads the event files and lists their tags."""
+    binary = Path(sys.executable).with_name("tensorboard")
+    assert binary.exists(), "tensorboard is not installed beside python"
+    assert words[1] == "--logdir"
+    from scan.datasets import UnpairedDataModule
+    from scan.datasets.demo import build_demo_set
+    from scan.training import Phase, SCANModule
+
+    data = build_demo_set(Path("tb_data"), train=4, test=2, size=72)
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, accelerator="cpu", devices=1, log_every_n_steps=1,
+        logger=pl.loggers.TensorBoardLogger(words[2], name="selfie2anime"), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=1)
+    trainer.fit(module, UnpairedDataModule(root=str(data), size=64, batch_size=2, num_workers=0, val_count=2))
+    shown = subprocess.run([str(binary), "--inspect", *words[1:]], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    sections = re.split(r"^(audio|histograms|images|scalars|tensor)\b.*$", shown.stdout.split("Event statistics")[0],
+                        flags=re.M)
+    tags = {kind: set(body.split()) for kind, body in zip(sections[1::2], sections[2::2])}
+    # The tags the README names: "Every loss per stage (`train/stage1/G_ab_gan`, `.../cycle_a`, ...)".
+    [(first, more)] = re.findall(r"`(train/stage1/\w+)`((?:, `\.\.\./\w+`)+)", README)
+    named = {first} | {f"train/stage1/{term}" for term in re.findall(r"`\.\.\./(\w+)`", more)}
+    assert len(named) >= 4 and named <= tags["scalars"], (named, tags)
+    assert {"lr/stage1", "val/stage1/psnr_a2b"} <= tags["scalars"]  # learning rates, validation PSNR
+    assert {"train/stage1", "val/stage1"} <= tags["images"]  # image grids from training and validation
+
+
+def _check_benchmark(words: list[str]) -> None:
+    """Run the README's benchmark command in its quick mode, results in the working folder, and check
+    what it wrote."""
+    script = ROOT / words[1]
+    assert script.is_file(), f"{script} does not exist"
+    out = Path(script.stem).resolve()
+    if script.stem == "quality":  # a folder of results, and its demo set
+        outputs = ["--out", str(out), "--data", str(out / "data")]
+    else:
+        outputs = ["--out", f"{out}.json"]
+    result = subprocess.run([sys.executable, str(script), *words[2:], "--quick", *outputs], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if script.stem == "quality":
+        report = json.loads((out / "quality.json").read_text())
+        assert set(report["results"]) == {"cyclegan", "cyclegan+skip", "scan", "scan-fixed"}
+        (scan_run,) = report["results"]["scan"]
+        assert scan_run["trace"][0]["stage"] == 1 and scan_run["trace"][-1]["stage"] == 2
+        assert all(p["psnr"] > 0 and -1 <= p["ssim"] <= 1 for p in scan_run["trace"])
+        assert scan_run["gflops"] > 0 and scan_run["latency_ms"] > 0
+        table = (out / "quality.md").read_text()
+        assert "| untranslated photo |" in table and "| scan | 2 |" in table and "| cyclegan | 1 |" in table
+        assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        return
+    rows = json.loads(Path(f"{out}.json").read_text())["rows"]
+    assert rows, f"{words[1]} wrote no rows"
+    if script.stem == "model_cost":  # every non-tiny preset, cyclegan-256 the reference column
+        assert {r["preset"] for r in rows} == set(scan.list_models()) - {"tiny"}
+        assert all(r["gflops"] > 0 and r["params_m"] > 0 and r["latency_fp32_s"] > 0 for r in rows)
+        assert all(r["gflops_vs_ref"] == 1.0 for r in rows if r["preset"] == "cyclegan-256")
+    elif script.stem == "train_throughput":  # both stages, both precisions, ours and the plain step
+        expected = {(f"stage {k}", precision) for k in (1, 2) for precision in ("fp32", "bf16")}
+        assert {(r["phase"], r["precision"]) for r in rows} == expected
+        assert all(r["ours_it_s"] > 0 and r["plain_it_s"] > 0 and r["data_images_s"] > 0 for r in rows)
+    elif script.stem == "infer_latency":  # every engine, every part of the pipeline timed
+        assert {r["engine"] for r in rows} == {"fp32", "bf16", "onnxruntime"}
+        assert all(r[k] > 0 for r in rows for k in ("detect_ms", "landmarks_ms", "translate_ms", "paste_ms"))
+    else:
+        pytest.fail(f"{words[1]}: nothing here checks its output; teach tests/test_readme.py")
 
 
 def test_the_readme_shows_the_commands_this_file_checks():
     programs = {w[0] if w[0] != "python" else " ".join(w[:2]) for w in shell_commands()}
     assert {"make", "python train.py", "python infer.py", "scan-align", "scan-export", "tensorboard"} <= programs
+    benchmarks = {w[1] for w in shell_commands() if w[1:2] and w[1].startswith("benchmarks/")}
+    assert benchmarks == {f"benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("*.py")}  # each one shown
     assert sum(w[:2] == ["make", "demo"] for w in shell_commands()) >= 1
 
 

@@ -140,12 +140,28 @@ def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, m
 
 
 def test_bf16_autocast_and_channels_last_train(tmp_path, demo_root):
+    """bf16-mixed really runs the convolutions in bf16 (on fp32 master weights), and channels_last
+    really reaches the conv weights and the batches the convs see."""
     module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], channels_last=True, image_log_every_n_steps=0)
+    convs = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    seen = []  # per conv call: (output dtype, input in channels_last)
+
+    def record(conv, inputs, output):
+        seen.append((output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last)))
+
+    for conv in convs:
+        conv.register_forward_hook(record)
     trainer = _trainer(tmp_path, max_epochs=1, batches=2, precision="bf16-mixed")
     trainer.fit(module, _datamodule(demo_root))
     assert trainer.global_step == 4  # 2 batches x (generator + discriminator step)
+    assert seen and {dtype for dtype, _ in seen} == {torch.bfloat16}  # every conv call, in bf16
+    assert all(p.dtype == torch.float32 for p in module.parameters())  # mixed: the weights stay fp32
+    # Every conv weight is laid out channels-last (a 3x3 conv's is then no longer NCHW-contiguous) ...
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not any(c.weight.is_contiguous() for c in convs if c.kernel_size != (1, 1) and c.in_channels > 1)
+    # ... and the channels-last batch reaches convs (some layers, e.g. padding, hand on NCHW tensors).
+    assert any(channels_last for _, channels_last in seen)
     assert torch.isfinite(trainer.callback_metrics["train/stage1/G_total"])
-    assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
 def _train_cmd(data_root, *extra):
