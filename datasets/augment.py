@@ -6,6 +6,8 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from scan.checks import check_shape
+
 
 __all__ = ["BatchAugment", "load_size_for"]
 
@@ -42,8 +44,7 @@ class BatchAugment(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"BatchAugment expects (B, 3, H, W), got {tuple(images.shape)}")
+        check_shape(images, ("B", 3, "H", "W"), "BatchAugment")
         x = images.float() / 255.0 if images.dtype == torch.uint8 else (images + 1) / 2
         if self.training:
             if min(x.shape[-2:]) < self.size:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from scan.checks import check_shape
 from scan.errors import InputError, add_debug_flag, positive_int, run_command
 from scan.outputs import save_image
 
@@ -51,8 +52,7 @@ def cartoonize(images: Tensor, levels: int = 5, edge_threshold: float = 0.12) ->
         - Input: :math:`(B, 3, H, W)`
         - Output: :math:`(B, 3, H, W)`
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"cartoonize expects (B, 3, H, W), got {tuple(images.shape)}")
+    check_shape(images, ("B", 3, "H", "W"), "cartoonize")
     x = images.float()
     for _ in range(2):  # edge-preserving smoothing flattens textures but keeps object boundaries
         x = kornia.filters.bilateral_blur(x, (5, 5), sigma_color=0.1, sigma_space=(2.0, 2.0))

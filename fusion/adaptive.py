@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+from scan.checks import check_shape
+from scan.components import register_fusion
+
+if TYPE_CHECKING:
+    from scan.config import FusionConfig
 
 __all__ = ["fuse", "AdaptiveFusion", "FixedAlphaFusion"]
 
@@ -72,11 +79,11 @@ class AdaptiveFusion(nn.Module):
 
     def alpha(self, x: Tensor, previous_up: Tensor, new: Tensor) -> Tensor:
         """The fusion weight map in ``[0, 1]``."""
-        if not (x.shape == previous_up.shape == new.shape) or x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"AdaptiveFusion expects x, previous_up, new of one shape (B, {self.channels}, H, W), got "
-                f"{tuple(x.shape)}, {tuple(previous_up.shape)}, {tuple(new.shape)}"
-            )
+        for name, image in (("x", x), ("previous_up", previous_up), ("new", new)):
+            check_shape(image, ("B", self.channels, "H", "W"), f"AdaptiveFusion's {name}")
+        if not x.shape == previous_up.shape == new.shape:
+            raise ValueError(f"AdaptiveFusion needs x, previous_up, new of one shape, got {tuple(x.shape)}, "
+                             f"{tuple(previous_up.shape)}, {tuple(new.shape)}")
         return torch.sigmoid(self.net(torch.cat([x, previous_up, new], dim=1)) + self.logit_offset)
 
     def forward(self, x: Tensor, previous_up: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,3 +110,13 @@ class FixedAlphaFusion(nn.Module):
     def forward(self, x: Tensor, previous_up: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
         alpha = new.new_full((new.shape[0], 1, *new.shape[-2:]), self.value)
         return fuse(new, previous_up, alpha), alpha
+
+
+@register_fusion("adaptive")
+def _build_adaptive(config: FusionConfig, channels: int) -> AdaptiveFusion:
+    return AdaptiveFusion(channels, config.hidden_channels, config.per_channel, initial_alpha=config.initial_alpha)
+
+
+@register_fusion("fixed")
+def _build_fixed(config: FusionConfig, channels: int) -> FixedAlphaFusion:
+    return FixedAlphaFusion(config.alpha)

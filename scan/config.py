@@ -7,6 +7,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
+# The built-in stage generators, fusion blocks and GAN losses register themselves on import: a config
+# names them, so they must be registered before any config is checked.
+import scan.fusion  # noqa: F401
+import scan.losses  # noqa: F401
+import scan.stages  # noqa: F401
+from scan import components
+
 __all__ = [
     "GeneratorConfig",
     "DiscriminatorConfig",
@@ -17,27 +24,34 @@ __all__ = [
     "apply_overrides",
 ]
 
-GeneratorKind = Literal["resnet", "refine", "mobile"]
-GanMode = Literal["lsgan", "vanilla", "hinge"]
-
-
 @dataclass
 class GeneratorConfig:
     """One stage's generator.
 
     Attributes:
-        kind: ``resnet`` (CycleGAN's translator), ``refine`` (ResNet on ``cat(x_k, up(y_{k-1}))``) or
-            ``mobile`` (depthwise-separable, real-time).
+        kind: a registered stage kind (``scan.components.stage_kinds()``): built in are ``resnet``
+            (CycleGAN's translator at stage 1, a refiner above), ``refine`` (ResNet on
+            ``cat(x_k, up(y_{k-1}))``) and ``mobile`` (depthwise-separable, real-time, stage 1 only).
         ngf: width of the first layer (``width`` of the mobile generator).
         n_blocks: residual blocks.
         input_skip: feed the stage's input to the generator's last layer (ResNet kinds), so absolute
             colours survive instance norm; see :class:`scan.stages.ResnetGenerator`.
+        options: settings of a kind of your own that the fields above do not cover (plain data:
+            they are saved with the model).
     """
 
-    kind: GeneratorKind = "resnet"
+    kind: str = "resnet"
     ngf: int = 64
     n_blocks: int = 9
     input_skip: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in components.stage_kinds():
+            raise components.UnknownComponentError(
+                f"unknown stage kind {self.kind!r}; registered: {', '.join(components.stage_kinds())} (import the "
+                "module that registers it first)"
+            )
 
 
 @dataclass
@@ -54,7 +68,8 @@ class FusionConfig:
     """The fusion block joining a stage k > 1 to the stage below.
 
     Attributes:
-        kind: ``adaptive`` (learned alpha map) or ``fixed`` (constant ``alpha``, for ablations).
+        kind: a registered fusion kind (``scan.components.fusion_kinds()``): built in are ``adaptive``
+            (learned alpha map) and ``fixed`` (constant ``alpha``, for ablations).
         hidden_channels: width of the adaptive block's hidden layers.
         per_channel: one alpha per colour channel.
         initial_alpha: alpha of a fresh ``adaptive`` block; low, so that a new stage starts from the
@@ -62,11 +77,18 @@ class FusionConfig:
         alpha: the constant of the ``fixed`` kind.
     """
 
-    kind: Literal["adaptive", "fixed"] = "adaptive"
+    kind: str = "adaptive"
     hidden_channels: int = 32
     per_channel: bool = False
     initial_alpha: float = 0.1
     alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in components.fusion_kinds():
+            raise components.UnknownComponentError(
+                f"unknown fusion kind {self.kind!r}; registered: {', '.join(components.fusion_kinds())} (import the "
+                "module that registers it first)"
+            )
 
 
 @dataclass
@@ -83,16 +105,20 @@ class LossConfig:
     """CycleGAN's objective, applied at every stage on that stage's resolution.
 
     Attributes:
-        gan_mode: ``lsgan`` (least squares), ``vanilla`` (BCE) or ``hinge``.
+        gan_mode: a registered GAN loss (``scan.components.gan_losses()``): built in are ``lsgan``
+            (least squares), ``vanilla`` (BCE) and ``hinge``.
         lambda_cycle: weight of the cycle L1 loss (CycleGAN's lambda_A = lambda_B).
         lambda_identity: weight of the identity loss, as a fraction of ``lambda_cycle``.
         pool_size: fakes kept per image pool for the discriminator (0 disables the pool).
     """
 
-    gan_mode: GanMode = "lsgan"
+    gan_mode: str = "lsgan"
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
+
+    def __post_init__(self) -> None:
+        components.get_gan_loss(self.gan_mode)  # an unknown mode fails here, listing the registered ones
 
 
 @dataclass
@@ -119,8 +145,14 @@ class SCANConfig:
             self.loss = _from_dict(LossConfig, self.loss)
         if not self.stages:
             raise ValueError("SCANConfig needs at least one stage")
-        if self.stages[0].generator.kind == "refine":
-            raise ValueError("stage 1 has nothing to refine: its generator kind must be 'resnet' or 'mobile'")
+        for k, stage in enumerate(self.stages):
+            role: components.StageRole = "first" if k == 0 else "refine"
+            if stage.generator.kind not in components.stage_kinds(role):
+                where = "stage 1 has nothing to refine" if k == 0 else f"stage {k + 1} refines"
+                raise components.UnknownComponentError(
+                    f"{where}: its generator kind {stage.generator.kind!r} cannot serve it; kinds that can: "
+                    f"{', '.join(components.stage_kinds(role))}"
+                )
         if self.base_size < 8 or self.base_size % 8:
             raise ValueError(f"base_size must be a positive multiple of 8, got {self.base_size}")
 
@@ -177,8 +209,8 @@ def _check_field_type(cls: type, name: str, value: Any) -> None:
             raise ValueError(f"{cls.__name__}.{name} must be one of {list(get_args(hint))}, got {value!r}")
         return
     expected = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}.get(hint)
-    if get_origin(hint) is list:
-        expected = (list,)
+    if get_origin(hint) in (list, dict):
+        expected = (get_origin(hint),)
     ok = expected is None or (isinstance(value, expected) and not (hint in (int, float) and isinstance(value, bool)))
     if not ok:
         raise TypeError(f"{cls.__name__}.{name} must be {getattr(hint, '__name__', hint)}, got {value!r}")

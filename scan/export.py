@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from scan.checkpoint import load_model
 from scan.errors import UserError, add_debug_flag, positive_int, run_command
 from scan.generator import StackedGenerator
-from scan.model import SCAN
+from scan.model import DIRECTIONS, SCAN
 from scan.outputs import OutputPlan, atomic_write
 
 __all__ = ["FinalOutput", "export_model", "main", "build_parser", "FORMATS"]
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scan-export", description="Export a scan model's stack to ONNX / TorchScript.")
     parser.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
-    parser.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
+    parser.add_argument("--direction", choices=DIRECTIONS, default="a2b")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--size", type=positive_int, default=None,
                         help="input side (default: the model's top size)")

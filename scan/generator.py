@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scan.config import FusionConfig, GeneratorConfig, SCANConfig
-from scan.fusion import AdaptiveFusion, FixedAlphaFusion
-from scan.stages import MobileGenerator, RefinementGenerator, ResnetGenerator
+from scan.checks import check_divisible, check_shape
+from scan.components import build_fusion, build_stage
+from scan.config import SCANConfig
 
-__all__ = ["StackOutput", "StackedGenerator", "downsample", "upsample", "pyramid", "build_stage_generator"]
+__all__ = ["StackOutput", "StackedGenerator", "downsample", "upsample", "pyramid"]
 
 
 def downsample(x: Tensor, factor: int = 2) -> Tensor:
@@ -61,29 +61,6 @@ class StackOutput:
         return self.outputs[-1]
 
 
-def build_stage_generator(config: GeneratorConfig, channels: int, first: bool) -> nn.Module:
-    """The generator of one stage from its config (stage 1 translates, later stages refine)."""
-    if config.kind == "resnet" and first:
-        return ResnetGenerator(channels, channels, config.ngf, config.n_blocks, config.input_skip)
-    if config.kind in ("resnet", "refine"):
-        if first:
-            raise ValueError("stage 1 has nothing to refine: use generator kind 'resnet' or 'mobile'")
-        return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip)
-    if config.kind == "mobile":
-        if not first:
-            raise ValueError("the mobile generator serves stage 1 only; refine with kind 'refine'")
-        return MobileGenerator(channels, channels, width=config.ngf, n_blocks=config.n_blocks)
-    raise ValueError(f"unknown generator kind {config.kind!r}; valid: 'resnet', 'refine', 'mobile'")
-
-
-def _build_fusion(config: FusionConfig, channels: int) -> nn.Module:
-    if config.kind == "adaptive":
-        return AdaptiveFusion(channels, config.hidden_channels, config.per_channel, initial_alpha=config.initial_alpha)
-    if config.kind == "fixed":
-        return FixedAlphaFusion(config.alpha)
-    raise ValueError(f"unknown fusion kind {config.kind!r}; valid: 'adaptive', 'fixed'")
-
-
 class StackedGenerator(nn.Module):
     """One direction (A->B or B->A) of SCAN.
 
@@ -107,10 +84,11 @@ class StackedGenerator(nn.Module):
         super().__init__()
         self.channels = config.channels
         self.stages = nn.ModuleList(
-            build_stage_generator(s.generator, config.channels, first=(k == 0)) for k, s in enumerate(config.stages)
+            build_stage(s.generator, config.channels, "first" if k == 0 else "refine")
+            for k, s in enumerate(config.stages)
         )
         # fusions[k - 1] joins stage k + 1 to stage k (there is nothing to fuse at stage 1).
-        self.fusions = nn.ModuleList(_build_fusion(s.fusion, config.channels) for s in config.stages[1:])
+        self.fusions = nn.ModuleList(build_fusion(s.fusion, config.channels) for s in config.stages[1:])
 
     @property
     def num_stages(self) -> int:
@@ -120,16 +98,10 @@ class StackedGenerator(nn.Module):
         upto = self.num_stages if upto is None else upto
         if not 1 <= upto <= self.num_stages:
             raise ValueError(f"upto must be in 1..{self.num_stages}, got {upto}")
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"StackedGenerator expects (B, {self.channels}, H, W), got {tuple(x.shape)}")
-        multiple = 2 ** (upto - 1) * 8
-        if x.shape[-1] % multiple or x.shape[-2] % multiple:
-            raise ValueError(
-                f"StackedGenerator with {upto} stage(s) needs H and W divisible by {multiple}, "
-                f"got {tuple(x.shape[-2:])}"
-            )
+        check_shape(x, ("B", self.channels, "H", "W"), "StackedGenerator")
+        check_divisible(x, 2 ** (upto - 1) * 8, f"StackedGenerator with {upto} stage(s)")
         inputs = pyramid(x, upto)
-        first = self.stages[0](inputs[0])
+        first = self.stages[0](inputs[0], None)
         outputs, alphas, raw = [first], [None], [first]
         for k in range(1, upto):
             previous_up = upsample(outputs[-1])

@@ -16,10 +16,11 @@ from tqdm import tqdm
 
 from scan.align import MASKS, MAX_DETECT_SIDE, NoFaceError
 from scan.align.crop import TEMPLATES
-from scan.align.landmarks import BACKENDS
+from scan.align.landmarks import BACKENDS, FACE_MODES
 from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
 from scan.errors import InputError, add_debug_flag, each_carrying_on, one_line, report_failures, run_command
 from scan.imageops import heatmap, labelled_strip
+from scan.model import DIRECTIONS
 from scan.outputs import OutputPlan, output_stems, save_image
 from scan.translator import PortraitResult, Translator
 
@@ -40,11 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint (.pt/.ckpt)")
     p.add_argument("--input", required=True, type=Path, help="an image, or a folder of images (searched recursively)")
     p.add_argument("--output", required=True, type=Path, help="output image (single input) or folder")
-    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
+    p.add_argument("--direction", choices=DIRECTIONS, default="a2b")
     p.add_argument("--align", choices=(*TEMPLATES, "none"), default="ffhq",
                    help="crop template; 'none' for images that are already aligned crops")
     p.add_argument("--landmarks", choices=BACKENDS, default="auto")
-    p.add_argument("--faces", choices=("largest", "all"), default="largest")
+    p.add_argument("--faces", choices=FACE_MODES, default="largest")
     p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
                    help="blend the translated face back into the photo (default) or write the crop")
     p.add_argument("--mask", choices=MASKS, default="square", help="paste-back mask")

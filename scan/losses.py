@@ -6,9 +6,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scan.components import get_gan_loss, register_gan_loss
+
 __all__ = ["gan_loss", "GANLoss", "ImagePool"]
 
-GAN_MODES = ("lsgan", "vanilla", "hinge")
+
+
+@register_gan_loss("lsgan")
+def _least_squares(logits: Tensor, target_is_real: bool, for_discriminator: bool = True) -> Tensor:
+    """Mean squared error to 1 (real) or 0 (fake): CycleGAN's default."""
+    target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
+    return F.mse_loss(logits, target)
+
+
+@register_gan_loss("vanilla")
+def _cross_entropy(logits: Tensor, target_is_real: bool, for_discriminator: bool = True) -> Tensor:
+    """Binary cross-entropy with logits: the original GAN loss."""
+    target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+@register_gan_loss("hinge")
+def _hinge(logits: Tensor, target_is_real: bool, for_discriminator: bool = True) -> Tensor:
+    """The discriminator's margin loss, or the generator's ``-mean(logits)``."""
+    if not for_discriminator:
+        return -logits.mean()
+    return F.relu(1.0 - logits).mean() if target_is_real else F.relu(1.0 + logits).mean()
 
 
 def gan_loss(logits: Tensor, target_is_real: bool, mode: str = "lsgan", for_discriminator: bool = True) -> Tensor:
@@ -17,40 +40,35 @@ def gan_loss(logits: Tensor, target_is_real: bool, mode: str = "lsgan", for_disc
     Args:
         logits: patch logits from a discriminator.
         target_is_real: whether ``logits`` should be judged real.
-        mode: ``lsgan`` (mean squared error to 1/0), ``vanilla`` (BCE with logits) or ``hinge``.
-        for_discriminator: hinge only: the discriminator's margin loss, else the generator's ``-mean``.
+        mode: a registered loss (``scan.components.gan_losses()``): ``lsgan`` (mean squared error to
+            1/0), ``vanilla`` (BCE with logits), ``hinge``, or one of your own
+            (:func:`scan.components.register_gan_loss`).
+        for_discriminator: the discriminator's side of the loss (matters for ``hinge``: else the
+            generator's ``-mean``).
 
     Returns:
         A scalar loss.
+
+    Raises:
+        ValueError: an unregistered mode; the message lists the registered ones.
     """
-    if mode == "lsgan":
-        target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-        return F.mse_loss(logits, target)
-    if mode == "vanilla":
-        target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-        return F.binary_cross_entropy_with_logits(logits, target)
-    if mode == "hinge":
-        if not for_discriminator:
-            return -logits.mean()
-        return F.relu(1.0 - logits).mean() if target_is_real else F.relu(1.0 + logits).mean()
-    raise ValueError(f"unknown gan_mode {mode!r}; valid: {', '.join(GAN_MODES)}")
+    return get_gan_loss(mode)(logits, target_is_real, for_discriminator)
 
 
 class GANLoss(nn.Module):
     """:func:`gan_loss` with a fixed mode.
 
     Args:
-        mode: ``lsgan``, ``vanilla`` or ``hinge``.
+        mode: a registered GAN loss (``lsgan``, ``vanilla``, ``hinge``, ...).
     """
 
     def __init__(self, mode: str = "lsgan") -> None:
         super().__init__()
-        if mode not in GAN_MODES:
-            raise ValueError(f"unknown gan_mode {mode!r}; valid: {', '.join(GAN_MODES)}")
+        self.loss = get_gan_loss(mode)  # fails now for an unknown mode
         self.mode = mode
 
     def forward(self, logits: Tensor, target_is_real: bool, for_discriminator: bool = True) -> Tensor:
-        return gan_loss(logits, target_is_real, self.mode, for_discriminator)
+        return self.loss(logits, target_is_real, for_discriminator)
 
 
 class ImagePool:

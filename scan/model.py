@@ -13,7 +13,7 @@ from scan.imageops import as_model_input
 from scan.losses import gan_loss
 from scan.stages import PatchDiscriminator, init_weights
 
-__all__ = ["SCAN", "GeneratorStep", "Direction"]
+__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS"]
 
 DIRECTIONS = ("a2b", "b2a")
 Direction = str

@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from scan.checks import check_shape
+
 __all__ = ["PatchDiscriminator"]
 
 
@@ -49,6 +51,5 @@ class PatchDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"PatchDiscriminator expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        check_shape(x, ("B", self.in_channels, "H", "W"), "PatchDiscriminator")
         return self.model(x)

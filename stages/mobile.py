@@ -9,8 +9,16 @@ checkerboard). At 256x256 it costs ~0.3% of CycleGAN's ResNet-9 (see ``benchmark
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from scan.checks import check_divisible, check_shape
+from scan.components import register_stage
+
+if TYPE_CHECKING:
+    from scan.config import GeneratorConfig
 
 __all__ = ["MobileGenerator", "SeparableConv", "InvertedResidual"]
 
@@ -94,11 +102,12 @@ class MobileGenerator(nn.Module):
         self.dec1 = SeparableConv(w, w)  # -> 1/1
         self.head = nn.Sequential(nn.Conv2d(w, out_channels, 3, 1, 1), nn.Tanh())
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"MobileGenerator expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-1] % 8 or x.shape[-2] % 8:
-            raise ValueError(f"MobileGenerator needs H and W divisible by 8, got {tuple(x.shape[-2:])}")
+    def forward(self, x: Tensor, previous_up: Tensor | None = None) -> Tensor:
+        """Translate ``x`` (stage 1 only: there is no ``previous_up``)."""
+        if previous_up is not None:
+            raise ValueError("MobileGenerator translates (stage 1) and takes no previous_up")
+        check_shape(x, ("B", self.in_channels, "H", "W"), "MobileGenerator")
+        check_divisible(x, 8, "MobileGenerator")
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         h = self.body(self.enc3(e2))
@@ -106,3 +115,9 @@ class MobileGenerator(nn.Module):
         h = self.dec2(F.interpolate(h, scale_factor=2.0, mode="nearest")) + e1
         h = self.dec1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.head(h)
+
+
+@register_stage("mobile", stage="first")
+def _build_mobile(config: GeneratorConfig, channels: int) -> MobileGenerator:
+    # Stage 1 only: it has no refining variant (refine a mobile stage 1 with kind "refine").
+    return MobileGenerator(channels, channels, width=config.ngf, n_blocks=config.n_blocks)

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+from scan.checks import check_divisible, check_shape
+from scan.components import register_stage
+
+if TYPE_CHECKING:
+    from scan.config import GeneratorConfig
 
 __all__ = [
     "ResnetBlock",
@@ -110,11 +117,16 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(head_in, out_channels, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"ResnetGenerator expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-1] % 4 or x.shape[-2] % 4:
-            raise ValueError(f"ResnetGenerator needs H and W divisible by 4, got {tuple(x.shape[-2:])}")
+    def forward(self, x: Tensor, previous_up: Tensor | None = None) -> Tensor:
+        """Translate ``x`` (stage 1: there is no ``previous_up``; see :class:`scan.components.StageGenerator`)."""
+        if previous_up is not None:
+            raise ValueError("ResnetGenerator translates (stage 1) and takes no previous_up; refine with "
+                             "RefinementGenerator")
+        return self._generate(x)
+
+    def _generate(self, x: Tensor) -> Tensor:
+        check_shape(x, ("B", self.in_channels, "H", "W"), type(self).__name__)
+        check_divisible(x, 4, type(self).__name__)
         if not self.input_skip:
             return self.model(x)
         features = self.model[:-3](x)  # everything but the head (pad, conv, tanh)
@@ -139,13 +151,24 @@ class RefinementGenerator(ResnetGenerator):
     def __init__(self, channels: int = 3, ngf: int = 64, n_blocks: int = 3, input_skip: bool = False) -> None:
         super().__init__(2 * channels, channels, ngf=ngf, n_blocks=n_blocks, input_skip=input_skip)
 
-    def forward(self, x: Tensor, previous_up: Tensor) -> Tensor:  # type: ignore[override]
-        if x.shape != previous_up.shape:
-            raise ValueError(
-                f"RefinementGenerator needs x and previous_up of one shape, got {tuple(x.shape)} and "
-                f"{tuple(previous_up.shape)}"
-            )
-        return super().forward(torch.cat([x, previous_up], dim=1))
+    def forward(self, x: Tensor, previous_up: Tensor | None = None) -> Tensor:
+        """A new image from ``x`` and the previous stage's upsampled output."""
+        if previous_up is None or x.shape != previous_up.shape:
+            got = None if previous_up is None else tuple(previous_up.shape)
+            raise ValueError(f"RefinementGenerator needs x and previous_up of one shape, got {tuple(x.shape)} and {got}")
+        return self._generate(torch.cat([x, previous_up], dim=1))
+
+
+@register_stage("resnet", stage="first")
+def _build_translator(config: GeneratorConfig, channels: int) -> ResnetGenerator:
+    return ResnetGenerator(channels, channels, config.ngf, config.n_blocks, config.input_skip)
+
+
+# A "resnet" stage above stage 1 refines: the same body on the input and the previous stage's output.
+@register_stage("resnet", stage="refine")
+@register_stage("refine", stage="refine")
+def _build_refiner(config: GeneratorConfig, channels: int) -> RefinementGenerator:
+    return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip)
 
 
 _RUNNING_STAT = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from scan.align.align import align_faces
 from scan.align.crop import TEMPLATES
-from scan.align.landmarks import BACKENDS, get_backend
+from scan.align.landmarks import BACKENDS, FACE_MODES, get_backend
 from scan.datasets.images import find_images, load_image
 from scan.errors import (
     InputError,
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=TEMPLATES, default="ffhq")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the template's side")
     p.add_argument("--landmarks", choices=BACKENDS, default="auto")
-    p.add_argument("--faces", choices=("largest", "all"), default="largest")
+    p.add_argument("--faces", choices=FACE_MODES, default="largest")
     p.add_argument("--min-score", type=float, default=None, help="detection threshold (default: the backend's)")
     p.add_argument("--overwrite", action="store_true", help="replace crops that already exist in the output")
     add_debug_flag(p)

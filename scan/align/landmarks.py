@@ -22,9 +22,11 @@ __all__ = [
     "get_backend",
     "choose_faces",
     "BACKENDS",
+    "FACE_MODES",
 ]
 
 BACKENDS = ("auto", "fan", "dlib")
+FACE_MODES = ("largest", "all")  # which detected faces to translate
 
 
 class AlignmentError(UserError, RuntimeError):
@@ -192,7 +194,7 @@ def choose_faces(faces: list[Face], mode: str = "largest", min_score: float = 0.
         min_score: detections scoring lower are dropped (false positives such as badges and patterns).
         min_size: faces smaller than this many pixels (box side) are dropped.
     """
-    if mode not in ("largest", "all"):
-        raise ValueError(f"faces must be 'largest' or 'all', got {mode!r}")
+    if mode not in FACE_MODES:
+        raise ValueError(f"faces must be one of {FACE_MODES}, got {mode!r}")
     kept = sorted((f for f in faces if f.score >= min_score and f.size >= min_size), key=lambda f: -f.size)
     return kept[:1] if mode == "largest" else kept
