@@ -102,7 +102,8 @@ class StackedGenerator(nn.Module):
         check_divisible(x, 2 ** (upto - 1) * 8, f"StackedGenerator with {upto} stage(s)")
         inputs = pyramid(x, upto)
         first = self.stages[0](inputs[0], None)
-        outputs, alphas, raw = [first], [None], [first]
+        outputs, raw = [first], [first]
+        alphas: list[Tensor | None] = [None]
         for k in range(1, upto):
             previous_up = upsample(outputs[-1])
             new = self.stages[k](inputs[k], previous_up)

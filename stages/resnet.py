@@ -155,7 +155,9 @@ class RefinementGenerator(ResnetGenerator):
         """A new image from ``x`` and the previous stage's upsampled output."""
         if previous_up is None or x.shape != previous_up.shape:
             got = None if previous_up is None else tuple(previous_up.shape)
-            raise ValueError(f"RefinementGenerator needs x and previous_up of one shape, got {tuple(x.shape)} and {got}")
+            raise ValueError(
+                f"RefinementGenerator needs x and previous_up of one shape, got {tuple(x.shape)} and {got}"
+            )
         return self._generate(torch.cat([x, previous_up], dim=1))
 
 
@@ -223,7 +225,9 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            weight = m.weight
+            if hasattr(m, "parametrizations"):  # spectral norm: initialise the raw weight it normalises
+                weight = getattr(m.parametrizations, "weight").original
             nn.init.normal_(weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
