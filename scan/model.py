@@ -155,9 +155,12 @@ class SCAN(nn.Module):
         )
 
     def discriminator_step(
-        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, stage: int
+        self, *, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, stage: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Discriminator losses of ``stage``: ``D_a`` on real A vs fake A, ``D_b`` on real B vs fake B.
+
+        Keyword-only: four batches of one type, where a swapped pair would train silently on the
+        wrong images.
 
         Args:
             real_a, real_b: real batches at ``stage``'s resolution.

@@ -61,7 +61,9 @@ def test_every_parameter_receives_a_gradient(name):
         real_a, real_b = torch.rand(2, 2, 3, side, side) * 2 - 1
         model.zero_grad(set_to_none=True)
         step = model.generator_step(real_a, real_b, stage)
-        d_loss, _ = model.discriminator_step(real_a, real_b, step.fake_a, step.fake_b, stage)
+        d_loss, _ = model.discriminator_step(
+            real_a=real_a, real_b=real_b, fake_a=step.fake_a, fake_b=step.fake_b, stage=stage
+        )
         (step.loss + d_loss).backward()
         gens, discs = model.stage_modules(stage)
         for module in gens + discs:

@@ -1,6 +1,8 @@
 """Training: phases, freezing, logging, non-finite losses, precision options, resume, DDP, learning."""
 
 import glob
+import io
+import logging
 import os
 import shutil
 import signal
@@ -13,13 +15,16 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import scan
 from scan.checkpoint import read_checkpoint
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import build_demo_set
+from scan.config import SCANConfig
 from scan.training import NonFiniteLossError, Phase, SCANModule
+from scan.training.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +65,7 @@ class Snapshots(pl.Callback):
         # Callbacks' epoch-start hooks run before the module's, which sets the rate: read it here.
         if batch_idx == 0:
             index, _ = module.phase_at(trainer.current_epoch)
-            g, _ = module._phase_optimizers(index)
+            g = module._optimizer(index, "generator")
             self.lrs[trainer.current_epoch] = [group["lr"] for group in g.param_groups]
 
     def on_train_epoch_end(self, trainer, module):
@@ -203,7 +208,7 @@ def test_resume_after_a_killed_run_continues_phase_step_lr_and_pools(tmp_path, d
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if not seen:
                 index, in_phase = module.phase_at(trainer.current_epoch)
-                g, _ = module._phase_optimizers(index)
+                g = module._optimizer(index, "generator")
                 seen.update(step=trainer.global_step, epoch=trainer.current_epoch, phase=index,
                             lr=g.param_groups[0]["lr"], pools={k: len(p) for k, p in module.pools.items()})
 
@@ -280,3 +285,67 @@ def test_phase_learning_rate_rule_matches_cyclegan_and_never_goes_negative():
     assert module.total_epochs == 5
     with pytest.raises(ValueError, match="stage must be 1..2 or 'joint'"):
         SCANModule("tiny", schedule=[Phase(3, 1, 0)])
+
+
+def test_a_plain_trainer_stops_when_the_schedule_is_done(tmp_path, demo_root, caplog):
+    """No max_epochs and no CLI: the module ends the run with its schedule (3 epochs), and says so."""
+    class RunawayGuard(pl.Callback):  # fail fast, not after Lightning's default of 1000 epochs
+        def on_train_epoch_start(self, trainer, module):
+            assert trainer.current_epoch < module.total_epochs, "trained past the schedule"
+
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0), Phase(2, 1, 1)], image_log_every_n_steps=0)
+    trainer = _trainer(tmp_path, max_epochs=None, batches=1, limit_val_batches=0, logger=False,
+                       callbacks=[RunawayGuard()])
+    with caplog.at_level(logging.INFO), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's "max_epochs was not set": the schedule sets it
+        trainer.fit(module, _datamodule(demo_root))
+    assert trainer.current_epoch == module.total_epochs == 3
+    assert trainer.global_step == 3 * 2  # one batch per epoch, generator + discriminator steps
+    assert "training stops when the schedule is done, after 3 epochs" in caplog.text
+    assert "schedule done" in caplog.text
+
+    # An explicit limit still wins: shorter than the schedule here.
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0), Phase(2, 1, 1)], image_log_every_n_steps=0)
+    trainer = _trainer(tmp_path, max_epochs=1, batches=1, limit_val_batches=0, logger=False)
+    trainer.fit(module, _datamodule(demo_root))
+    assert trainer.current_epoch == 1
+
+
+def test_model_is_a_preset_name_or_a_config_and_saved_as_plain_data():
+    by_name = SCANModule("tiny", {"loss": {"lambda_cycle": 5.0}}, schedule=[Phase(1, 1, 0)])
+    by_config = SCANModule(scan.create_config("tiny"), {"loss": {"lambda_cycle": 5.0}}, schedule=[Phase(1, 1, 0)])
+    assert by_name.config == by_config.config and by_name.config.loss.lambda_cycle == 5.0
+    # Stored resolved, as plain data: torch.load(weights_only=True) reads it, and it rebuilds the same model.
+    hparams = dict(by_config.hparams)
+    assert isinstance(hparams["model"], dict) and hparams["model_overrides"] is None
+    buffer = io.BytesIO()
+    torch.save(hparams, buffer)
+    buffer.seek(0)
+    assert SCANModule(**torch.load(buffer, weights_only=True)).config == by_config.config
+
+
+def test_optimisers_are_named_by_phase_and_role_in_a_fixed_order():
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0), Phase(2, 1, 0), Phase("joint", 1, 0)])
+    specs = module.optimizer_specs()
+    assert [s.name for s in specs] == [
+        "phase0/generator", "phase0/discriminator", "phase1/generator", "phase1/discriminator",
+        "phase2/generator", "phase2/discriminator",
+    ]
+    optimizers = module.configure_optimizers()
+    assert len(optimizers) == len(specs)
+    # The joint phase's generator optimiser: both stages, the earlier one at joint_lr_scale x lr.
+    assert [g["lr"] for g in optimizers[4].param_groups] == pytest.approx([0.1 * module.lr, module.lr])
+    stage2_discs = {id(p) for d in (module.model.D_a[1], module.model.D_b[1]) for p in d.parameters()}
+    assert {id(p) for g in optimizers[3].param_groups for p in g["params"]} == stage2_discs
+
+
+def test_print_config_lists_every_model_field(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # the CLI sees only the arguments given here
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["fit", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    for field in ("lambda_cycle", "n_blocks", "initial_alpha", "gan_mode", "spectral_norm"):
+        assert f"{field}:" in printed
+    model = yaml.safe_load(printed)["model"]["model"]
+    assert SCANConfig.from_dict(model) == scan.create_config("scan-128-256")  # the default preset, in full

@@ -11,6 +11,7 @@ completed fit the trained model as ``model.pt`` (for ``infer.py``, ``scan-export
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -27,6 +28,7 @@ from scan.checkpoint import save_model
 from scan.datasets import UnpairedDataModule
 from scan.errors import InputError, run_command
 from scan.outputs import atomic_write
+from scan.registry import create_config
 from scan.training.checkpoint_io import check_training_checkpoint
 from scan.training.module import SCANModule
 
@@ -67,12 +69,22 @@ def _launching_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def _default_model_config() -> dict[str, Any]:
+    """``SCANModule``'s default preset, field by field: what ``--help`` and ``--print_config`` show."""
+    default = inspect.signature(SCANModule).parameters["model"].default
+    return create_config(default).to_dict() if isinstance(default, str) else default.to_dict()
+
+
 class SCANCLI(LightningCLI):
-    """Links the data's crop size to the model's top resolution and, unless ``trainer.max_epochs``
-    is given, runs the whole schedule."""
+    """Links the data's crop size to the model's top resolution, shows the default model config field
+    by field, and sets ``trainer.max_epochs`` to the schedule's length when it is not given (the module
+    would stop there anyway; set here, the progress bar and Lightning's messages know it from the start)."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("model.top_size", "data.size", apply_on="instantiate")
+        # `model.model` takes a preset name or a whole config: the default as a config lists every field
+        # (and its value) in --help and --print_config, and lets --model.model.loss.lambda_cycle etc. set one.
+        parser.set_defaults({"model.model": _default_model_config()})
         # Checkpoint callbacks that are always present and configurable (--checkpoint.*, --periodic_checkpoint.*).
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,

@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 import torch
 from torch import Tensor
 
-from scan.config import SCANConfig
+from scan.config import SCANConfig, apply_overrides
 from scan.errors import UserError
 from scan.imageops import heatmap, make_grid
 from scan.losses import ImagePool
@@ -22,7 +23,11 @@ from scan.model import SCAN
 from scan.registry import create_config
 from scan.training.checkpoint_io import SafeCheckpointIO
 
-__all__ = ["Phase", "SCANModule", "NonFiniteLossError", "default_schedule"]
+__all__ = ["Phase", "SCANModule", "NonFiniteLossError", "OptimizerSpec", "default_schedule"]
+
+# What Lightning makes of max_epochs=None (with no max_steps) before any hook of ours runs: the only
+# trace of a trainer whose epoch limit the user left to the schedule.
+_LIGHTNING_UNSET_MAX_EPOCHS = 1000
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -62,17 +67,55 @@ def _as_phase(value: Phase | dict[str, Any]) -> Phase:
     return value if isinstance(value, Phase) else Phase(**value)
 
 
+def _resolve_config(model: SCANConfig | str | dict[str, Any], overrides: dict[str, Any] | None) -> SCANConfig:
+    """The model config from a preset name, a config, or a config's ``to_dict()`` form (a checkpoint's
+    hyper-parameters), with ``overrides`` applied."""
+    if isinstance(model, str):
+        return create_config(model, **(overrides or {}))
+    config = model if isinstance(model, SCANConfig) else SCANConfig.from_dict(model)
+    return apply_overrides(config, overrides) if overrides else config
+
+
+@dataclass
+class OptimizerSpec:
+    """One optimiser of the schedule: the phase it serves, its role in that phase and what it steps.
+
+    ``SCANModule.optimizer_specs`` lists them in the order ``configure_optimizers`` returns (and a
+    checkpoint stores) the optimisers; a loss with parameters of its own adds its optimiser by
+    declaring one more spec there.
+
+    Attributes:
+        phase_index: index of the phase in the schedule (0-based).
+        role: what it optimises in that phase, e.g. ``"generator"`` or ``"discriminator"``.
+        param_groups: Adam's parameter groups, each with its ``"params"`` and its base ``"lr"``.
+    """
+
+    phase_index: int
+    role: str
+    param_groups: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return f"phase{self.phase_index}/{self.role}"
+
+
 class SCANModule(pl.LightningModule):
     """Trains a :class:`~scan.SCAN` model from unpaired batches ``{"a": ..., "b": ...}`` in ``[-1, 1]``
     at the top stage's resolution.
 
-    Every phase of ``schedule`` has its own generator and discriminator optimisers (Adam), so a
-    checkpoint restores every phase's state exactly. The learning rate is a pure function of the
-    epoch (constant, then linear decay within each phase), so a resumed run continues on the same
-    rate without scheduler state.
+    Every phase of ``schedule`` has its own generator and discriminator optimisers (Adam, see
+    :meth:`optimizer_specs`), so a checkpoint restores every phase's state exactly. The learning rate
+    is a pure function of the epoch (constant, then linear decay within each phase), so a resumed run
+    continues on the same rate without scheduler state.
+
+    The schedule owns the end of the run: on a trainer whose ``max_epochs`` was left unset, training
+    stops when the last phase is done. An explicit ``max_epochs`` or ``max_steps`` still wins (epochs
+    past the schedule run at learning rate 0), except ``max_epochs=1000``: Lightning's stand-in for an
+    unset limit, it reads as unset.
 
     Args:
-        model: preset name (see ``scan.list_models()``).
+        model: preset name (see ``scan.list_models()``) or a whole model config (or its ``to_dict()``
+            form, as checkpoints store it).
         model_overrides: config fields to replace, e.g. ``{"loss": {"lambda_cycle": 5.0}}``.
         schedule: phases in order; default: each stage for 100 + 100 epochs.
         lr: Adam learning rate (CycleGAN: 2e-4).
@@ -86,7 +129,7 @@ class SCANModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: str = "scan-128-256",
+        model: SCANConfig | str = "scan-128-256",
         model_overrides: dict[str, Any] | None = None,
         schedule: list[Phase] | None = None,
         lr: float = 2e-4,
@@ -98,11 +141,14 @@ class SCANModule(pl.LightningModule):
         max_nonfinite_steps: int = 10,
     ) -> None:
         super().__init__()
-        config = create_config(model, **(model_overrides or {}))
+        config = _resolve_config(model, model_overrides)
         phases = [_as_phase(p) for p in (schedule or default_schedule(config.num_stages))]
         self._check_schedule(phases, config)
-        # Hyper-parameters are stored as plain data: checkpoints must load with weights_only=True.
-        schedule = [dataclasses.asdict(p) for p in phases]  # noqa: F841 (read by save_hyperparameters)
+        # Hyper-parameters are stored as plain data: checkpoints must load with weights_only=True. The
+        # model is stored resolved (overrides applied), so load_from_checkpoint rebuilds the same one.
+        model = config.to_dict()  # type: ignore[assignment]  # (the locals are read by save_hyperparameters)
+        model_overrides = None
+        schedule = [dataclasses.asdict(p) for p in phases]  # noqa: F841
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = SCAN(config)
@@ -156,10 +202,17 @@ class SCANModule(pl.LightningModule):
         return self.config.num_stages if phase.stage == "joint" else int(phase.stage)
 
     # --------------------------------------------------------------------------------- optimisers
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        optimizers: list[torch.optim.Optimizer] = []
+    def optimizer_specs(self) -> list[OptimizerSpec]:
+        """Every optimiser of the run, phase by phase: the generators' then the discriminators'.
+
+        The order is the one checkpoints store optimiser states in: append, never reorder.
+
+        Returns:
+            One :class:`OptimizerSpec` per optimiser.
+        """
         top = self.config.num_stages
-        for phase in self.phases:
+        specs: list[OptimizerSpec] = []
+        for index, phase in enumerate(self.phases):
             if phase.stage == "joint":
                 g_groups = []
                 for stage in range(1, top + 1):
@@ -171,17 +224,45 @@ class SCANModule(pl.LightningModule):
                 gens, discs = self.model.stage_modules(int(phase.stage))
                 g_groups = [{"params": [p for m in gens for p in m.parameters()], "lr": self.lr}]
                 d_params = [p for m in discs for p in m.parameters()]
-            optimizers.append(torch.optim.Adam(g_groups, lr=self.lr, betas=self.betas))
-            optimizers.append(torch.optim.Adam(d_params, lr=self.lr, betas=self.betas))
+            specs.append(OptimizerSpec(index, "generator", g_groups))
+            specs.append(OptimizerSpec(index, "discriminator", [{"params": d_params, "lr": self.lr}]))
+        return specs
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        specs = self.optimizer_specs()
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"optimizer_specs: every (phase, role) needs its own optimiser, got {names}")
+        # Built here, after the model reached its device: the lookup below finds an optimiser by name.
+        self._optimizer_index = {(spec.phase_index, spec.role): i for i, spec in enumerate(specs)}
+        optimizers = [torch.optim.Adam(spec.param_groups, lr=self.lr, betas=self.betas) for spec in specs]
         for opt in optimizers:
             for group in opt.param_groups:
                 group["initial_lr"] = group["lr"]
         return optimizers
 
-    def _phase_optimizers(self, index: int) -> tuple[Any, Any]:
+    def _optimizer(self, phase_index: int, role: str) -> Any:
+        """The (Lightning-wrapped) optimiser of ``role`` in phase ``phase_index``."""
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        return optimizers[2 * index], optimizers[2 * index + 1]
+        return optimizers[self._optimizer_index[(phase_index, role)]]
+
+    def _phase_optimizers(self, phase_index: int) -> list[Any]:
+        """Every optimiser of phase ``phase_index``, whatever its role."""
+        return [self._optimizer(index, role) for index, role in self._optimizer_index if index == phase_index]
+
+    def on_fit_start(self) -> None:
+        # The schedule owns the end of the run: a trainer whose epoch limit was left unset (Lightning
+        # has turned None into 1000 by now) stops after the last phase instead of running on at lr 0.
+        loop = self.trainer.fit_loop
+        if loop.max_epochs == _LIGHTNING_UNSET_MAX_EPOCHS and loop.max_steps == -1:
+            loop.max_epochs = self.total_epochs
+            rank_zero_info(f"max_epochs not set: training stops when the schedule is done, after "
+                           f"{self.total_epochs} epochs in {len(self.phases)} phase(s)")
+
+    def on_train_end(self) -> None:
+        if self.current_epoch >= self.total_epochs:
+            rank_zero_info(f"schedule done: {len(self.phases)} phase(s), {self.total_epochs} epochs")
 
     def on_train_epoch_start(self) -> None:
         index, epoch_in_phase = self.phase_at(self.current_epoch)
@@ -227,7 +308,7 @@ class SCANModule(pl.LightningModule):
         index, _ = self.phase_at(self.current_epoch)
         phase = self.phases[index]
         stage = self.trained_stage(phase)
-        opt_g, opt_d = self._phase_optimizers(index)
+        opt_g, opt_d = self._optimizer(index, "generator"), self._optimizer(index, "discriminator")
         if self.channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
         real_a = self.model.stage_input(batch["a"], stage)
@@ -247,7 +328,9 @@ class SCANModule(pl.LightningModule):
         fake_a = self.pools[f"stage{stage}_a"].query(step.fake_a)
         fake_b = self.pools[f"stage{stage}_b"].query(step.fake_b)
         self.toggle_optimizer(opt_d)
-        d_loss, d_terms = self.model.discriminator_step(real_a, real_b, fake_a, fake_b, stage)
+        d_loss, d_terms = self.model.discriminator_step(
+            real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, stage=stage
+        )
         if self._finite(d_loss, "discriminator"):
             self.manual_backward(d_loss)
             opt_d.step()
@@ -263,8 +346,9 @@ class SCANModule(pl.LightningModule):
 
         every = self.image_log_every_n_steps
         if every and batch_idx % every == 0:
-            self._log_images(f"train/stage{stage}", real_a, real_b, step.fake_b, step.fake_a, step.rec_a, step.rec_b,
-                             step.stack_ab.alphas[-1], step.stack_ba.alphas[-1])
+            self._log_images(f"train/stage{stage}", real_a=real_a, real_b=real_b, fake_b=step.fake_b,
+                             fake_a=step.fake_a, rec_a=step.rec_a, rec_b=step.rec_b,
+                             alpha_ab=step.stack_ab.alphas[-1], alpha_ba=step.stack_ba.alphas[-1])
 
     # --------------------------------------------------------------------------------- validation
     @torch.no_grad()
@@ -293,12 +377,15 @@ class SCANModule(pl.LightningModule):
                 metrics[f"val/stage{stage}/psnr_identity"] = psnr(real_a, target)
             self.log_dict(metrics, on_epoch=True, sync_dist=True)
             if batch_idx == 0:
-                self._log_images(f"val/stage{stage}", real_a, real_b, fake_b, fake_a, rec_a, rec_b,
-                                 ab.alphas[stage - 1], ba.alphas[stage - 1])
+                self._log_images(f"val/stage{stage}", real_a=real_a, real_b=real_b, fake_b=fake_b, fake_a=fake_a,
+                                 rec_a=rec_a, rec_b=rec_b, alpha_ab=ab.alphas[stage - 1], alpha_ba=ba.alphas[stage - 1])
 
-    def _log_images(self, tag: str, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor,
+    def _log_images(self, tag: str, *, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor,
                     rec_a: Tensor, rec_b: Tensor, alpha_ab: Tensor | None, alpha_ba: Tensor | None) -> None:
-        """One grid row per sample: real A, fake B, rec A, real B, fake A, rec B, alpha A->B, alpha B->A."""
+        """One grid row per sample: real A, fake B, rec A, real B, fake A, rec B, alpha A->B, alpha B->A.
+
+        Keyword-only images: eight tensors of one type, logged in an order unlike the arguments'.
+        """
         if not self.trainer.is_global_zero or self.logger is None or not hasattr(self.logger.experiment, "add_image"):
             return
         rows = []
