@@ -6,7 +6,6 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-
 __all__ = ["BatchAugment", "load_size_for"]
 
 
