@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from scan.checks import check_shape
 
-
 __all__ = ["BatchAugment", "load_size_for"]
 
 

@@ -69,9 +69,10 @@ def run_command(body: Callable[[], int], debug: bool = False,
     Returns:
         ``body``'s status; 2 for a :class:`UserError`; 1 for any other exception; 130 on Ctrl-C.
     """
+    caught: tuple[type[BaseException], ...] = (UserError, *user_errors)
     try:
         return body()
-    except (UserError, *user_errors) as e:
+    except caught as e:
         if debug:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)

@@ -89,14 +89,16 @@ def export_model(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scan-export", description="Export a scan model's stack to ONNX / TorchScript.")
+    parser = argparse.ArgumentParser(prog="scan-export",
+                                     description="Export a scan model's stack to ONNX / TorchScript.")
     parser.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--direction", choices=DIRECTIONS, default="a2b")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--size", type=positive_int, default=None,
                         help="input side (default: the model's top size)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file (never the checkpoint)")
     add_debug_flag(parser)
     return parser
 

@@ -35,7 +35,8 @@ def as_model_input(images: Tensor, channels: int = 3) -> Tensor:
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[1] != channels:
-        raise ValueError(f"expected images shaped (B, {channels}, H, W) or ({channels}, H, W), got {tuple(images.shape)}")
+        raise ValueError(f"expected images shaped (B, {channels}, H, W) or ({channels}, H, W), "
+                         f"got {tuple(images.shape)}")
     if images.numel() == 0:
         raise ValueError(f"expected at least one non-empty image, got shape {tuple(images.shape)}")
     if images.dtype == torch.uint8:

@@ -225,7 +225,8 @@ class Translator:
         # The photo stays uint8: only the faces' surroundings are converted to floats (a 12000 px
         # photo would take GBs as floats).
         pixels = pil_to_uint8(_as_rgb(photo))
-        backend = None if user_landmarks is not None else self.landmark_backend(landmarks)
+        # With the user's landmarks no backend is used (align_faces skips detection).
+        backend: LandmarkBackend | str = "auto" if user_landmarks is not None else self.landmark_backend(landmarks)
         aligned = align_faces(pixels, self.size, align, 1.0, backend, faces, min_score, user_landmarks)
         if not aligned:
             raise NoFaceError("no face found")

@@ -36,6 +36,8 @@ from scan.datasets.demo import build_demo_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # every case runs a command in a subprocess
+
 PROGRAMS = {
     "infer": [str(ROOT / "infer.py")],
     "export": ["-m", "scan.export"],

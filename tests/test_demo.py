@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from skimage import data as skdata
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -29,6 +30,7 @@ def demo_command(out: Path) -> list[str]:
     return [sys.executable, *command[1:]]
 
 
+@pytest.mark.slow
 def test_readme_demo_command_runs_end_to_end_scaled_down(tmp_path):
     out = tmp_path / "demo_output"
     env = {**os.environ, "SCAN_DEMO_QUICK": "1"}

@@ -189,6 +189,7 @@ def test_unavailable_devices_are_one_clear_error():
 
 
 # ---------------------------------------------------------------------------------- huge photos
+@pytest.mark.slow
 def test_large_photos_are_searched_on_a_smaller_copy(monkeypatch):
     """Detecting on a copy at most MAX_DETECT_SIDE long finds the same face, in full-size pixels."""
     photo = data.astronaut()

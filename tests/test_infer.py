@@ -30,6 +30,7 @@ def files(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_infer_end_to_end_on_the_astronaut(files, tmp_path):
     out, strips = tmp_path / "result.png", tmp_path / "strips"
     result = subprocess.run(
@@ -141,6 +142,7 @@ def test_infer_errors_are_one_line_and_exit_2(files, tmp_path, capsys, case, mes
     assert existing.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch(files, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     model = scan.load_model(files / "tiny.pt")

@@ -51,7 +51,9 @@ def test_preset_sizes_follow_the_names():
     assert scan.create_config("tiny").sizes == [32, 64]
 
 
-@pytest.mark.parametrize("name", sorted(SMALL_SIZE))
+# The three-stage preset takes seconds: `slow`.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "scan-64-128-256" else n
+                                  for n in sorted(SMALL_SIZE)])
 def test_every_parameter_receives_a_gradient(name):
     model = scan.create_model(name)
     size = SMALL_SIZE[name]

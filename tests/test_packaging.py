@@ -30,12 +30,14 @@ def wheel_files(tmp_path_factory) -> list[str]:
         return zf.namelist()
 
 
+@pytest.mark.slow
 def test_wheel_maps_folders_under_scan(wheel_files):
     for expected in ["scan/__init__.py", "scan/stages/resnet.py", "scan/fusion/adaptive.py", "scan/datasets/demo.py",
                      "scan/training/module.py", "scan/align/crop.py"]:
         assert expected in wheel_files
 
 
+@pytest.mark.slow
 def test_wheel_installs_nothing_outside_scan(wheel_files):
     top_level = {name.split("/")[0] for name in wheel_files}
     dist_info = {t for t in top_level if t.endswith(".dist-info")}

@@ -198,7 +198,9 @@ def test_the_readme_shows_the_commands_this_file_checks():
     assert sum(w[:2] == ["make", "demo"] for w in shell_commands()) >= 1
 
 
-@pytest.mark.parametrize("words", shell_commands(), ids=lambda w: shlex.join(w)[:60])
+# The benchmark commands run their scripts (tens of seconds each): `slow`.
+@pytest.mark.parametrize("words", [pytest.param(w, marks=pytest.mark.slow) if w[1:2] and w[1].startswith("benchmarks/")
+                                   else w for w in shell_commands()], ids=lambda w: shlex.join(w)[:60])
 def test_readme_command_parses_and_runs_where_it_can(words, workdir, capsys):
     check(words, capsys)
 
@@ -211,6 +213,7 @@ def test_a_misspelt_option_would_be_caught(workdir, capsys):
         check(["python", "train.py", "fit", "--config", "configs/selfie2anime.yaml", "--data.rooot", "x"], capsys)
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(workdir):
     # The files the snippets name beyond the fixture's: an aligned crop, a CycleGAN generator.
     Image.fromarray(skdata.astronaut()[40:296, 130:386]).save(workdir / "aligned_crop.png")

@@ -77,6 +77,7 @@ class Snapshots(pl.Callback):
         return [not torch.equal(self.start[epoch][n], self.end[epoch][n]) for n in names]
 
 
+@pytest.mark.slow
 def test_every_phase_trains_its_part_and_logs_to_tensorboard(tmp_path, demo_root):
     # Bad files in the training folder are reported and skipped; the run is fine.
     bad = tmp_path / "with_bad"
@@ -126,6 +127,7 @@ def test_every_phase_trains_its_part_and_logs_to_tensorboard(tmp_path, demo_root
     assert (grid.height, grid.width) == (2 + 2 * 66, 2 + 8 * 66)
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, monkeypatch):
     module = SCANModule("tiny", schedule=[Phase(1, 5, 0)], max_nonfinite_steps=3, image_log_every_n_steps=0)
     real_step = module.model.generator_step
@@ -144,6 +146,7 @@ def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, m
     assert all(torch.equal(before[n], p) for n, p in module.model.G_ab.named_parameters())
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train(tmp_path, demo_root):
     """bf16-mixed really runs the convolutions in bf16 (on fp32 master weights), and channels_last
     really reaches the conv weights and the batches the convs see."""
@@ -178,6 +181,7 @@ def _train_cmd(data_root, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run_continues_phase_step_lr_and_pools(tmp_path, demo_root):
     schedule = "[{stage: 1, epochs: 1, decay_epochs: 0}, {stage: 2, epochs: 1, decay_epochs: 8}]"
     cmd = _train_cmd(
@@ -224,6 +228,7 @@ def test_resume_after_a_killed_run_continues_phase_step_lr_and_pools(tmp_path, d
     assert seen["pools"]["stage1_a"] == len(saved["image_pools"]["stage1_a"]["images"][0]) > 0
 
 
+@pytest.mark.slow
 def test_ddp_with_two_processes_on_cpu(tmp_path, demo_root):
     runs = tmp_path / "runs"
     cmd = _train_cmd(
@@ -249,6 +254,7 @@ def test_ddp_with_two_processes_on_cpu(tmp_path, demo_root):
     assert scan.load_model(run / "model.pt").num_stages == 2  # the trained model, written once by rank 0
 
 
+@pytest.mark.slow
 def test_train_cli_reports_a_missing_folder_in_one_line(tmp_path):
     result = subprocess.run(
         _train_cmd(tmp_path / "nowhere", "--trainer.max_epochs", "1"), cwd=tmp_path, capture_output=True, text=True,
@@ -260,6 +266,7 @@ def test_train_cli_reports_a_missing_folder_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_the_demo_mapping(tmp_path):
     """Trained briefly on the demo set, the stack translates held-out photos measurably closer to their
     true cartoon than the photos themselves are (PSNR), at stage 1 and through stage 2."""

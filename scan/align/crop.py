@@ -99,14 +99,13 @@ def quad_to_matrix(quad: np.ndarray, size: int) -> np.ndarray:
 
 def invert_affine(matrix: np.ndarray | Tensor) -> np.ndarray | Tensor:
     """Inverse of one ``(2, 3)`` or a batch ``(N, 2, 3)`` of affine matrices."""
-    is_tensor = isinstance(matrix, Tensor)
-    m = matrix.detach().cpu().double().numpy() if is_tensor else np.asarray(matrix, np.float64)
+    m = matrix.detach().cpu().double().numpy() if isinstance(matrix, Tensor) else np.asarray(matrix, np.float64)
     single = m.ndim == 2
     m = m[None] if single else m
     full = np.concatenate([m, np.tile([[[0.0, 0.0, 1.0]]], (len(m), 1, 1))], axis=1)
     inv = np.linalg.inv(full)[:, :2]
     inv = inv[0] if single else inv
-    return torch.from_numpy(inv).to(matrix.dtype).to(matrix.device) if is_tensor else inv
+    return torch.from_numpy(inv).to(matrix.dtype).to(matrix.device) if isinstance(matrix, Tensor) else inv
 
 
 def crop_corners(matrices: np.ndarray | Tensor, size: int) -> np.ndarray:
