@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -227,7 +227,8 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.weight
             if hasattr(m, "parametrizations"):  # spectral norm: initialise the raw weight it normalises
-                weight = getattr(m.parametrizations, "weight").original
+                parametrizations = cast(nn.ModuleDict, m.parametrizations)
+                weight = cast(Tensor, parametrizations["weight"].original)
             nn.init.normal_(weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
-import torch
 from torch import Tensor
 
 from scan.config import SCANConfig, apply_overrides
@@ -148,7 +148,7 @@ class SCANModule(pl.LightningModule):
         # model is stored resolved (overrides applied), so load_from_checkpoint rebuilds the same one.
         model = config.to_dict()  # type: ignore[assignment]  # (the locals are read by save_hyperparameters)
         model_overrides = None
-        schedule = [dataclasses.asdict(p) for p in phases]  # noqa: F841
+        schedule = [dataclasses.asdict(p) for p in phases]  # type: ignore[misc]  # noqa: F841 (plain data, as above)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = SCAN(config)
@@ -163,7 +163,8 @@ class SCANModule(pl.LightningModule):
             f"stage{k}_{d}": ImagePool(config.loss.pool_size) for k in range(1, config.num_stages + 1) for d in "ab"
         }
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's type stubs leave it out.
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @staticmethod
     def _check_schedule(phases: list[Phase], config: SCANConfig) -> None:
@@ -235,7 +236,9 @@ class SCANModule(pl.LightningModule):
             raise ValueError(f"optimizer_specs: every (phase, role) needs its own optimiser, got {names}")
         # Built here, after the model reached its device: the lookup below finds an optimiser by name.
         self._optimizer_index = {(spec.phase_index, spec.role): i for i, spec in enumerate(specs)}
-        optimizers = [torch.optim.Adam(spec.param_groups, lr=self.lr, betas=self.betas) for spec in specs]
+        optimizers: list[torch.optim.Optimizer] = [
+            torch.optim.Adam(spec.param_groups, lr=self.lr, betas=self.betas) for spec in specs
+        ]
         for opt in optimizers:
             for group in opt.param_groups:
                 group["initial_lr"] = group["lr"]
@@ -301,7 +304,8 @@ class SCANModule(pl.LightningModule):
                 f"training stopped at epoch {self.current_epoch}, batch step {self.global_step}: the {what} loss "
                 f"was NaN/inf for {n} steps in a row; lower the learning rate, train in fp32, or check the data"
             )
-        warnings.warn(f"step {self.global_step}: non-finite {what} loss, step skipped ({n}/{limit} in a row)")
+        warnings.warn(f"step {self.global_step}: non-finite {what} loss, step skipped ({n}/{limit} in a row)",
+                      stacklevel=2)
         return False
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -386,7 +390,8 @@ class SCANModule(pl.LightningModule):
 
         Keyword-only images: eight tensors of one type, logged in an order unlike the arguments'.
         """
-        if not self.trainer.is_global_zero or self.logger is None or not hasattr(self.logger.experiment, "add_image"):
+        experiment: Any = getattr(self.logger, "experiment", None)  # TensorBoard's SummaryWriter, if any
+        if not self.trainer.is_global_zero or not hasattr(experiment, "add_image"):
             return
         rows = []
         for i in range(min(4, real_a.shape[0])):
@@ -394,7 +399,7 @@ class SCANModule(pl.LightningModule):
             row += [heatmap(alpha[i]) for alpha in (alpha_ab, alpha_ba) if alpha is not None]
             rows.append([t.detach().float().cpu() for t in row])
         grid = (make_grid(rows).clamp(-1, 1) + 1) / 2
-        self.logger.experiment.add_image(tag, grid, self.global_step)
+        experiment.add_image(tag, grid, self.global_step)
 
     # ----------------------------------------------------------------------- checkpoints and data
     def setup(self, stage: str) -> None:
@@ -415,9 +420,9 @@ class SCANModule(pl.LightningModule):
         pools = {}
         for name, pool in self.pools.items():
             state = pool.state_dict()
-            images = state["images"]
+            images = cast(Tensor, state["images"])
             if self.trainer.world_size > 1:
-                images = self.all_gather(images.to(self.device)).cpu()  # (world, n, C, H, W)
+                images = cast(Tensor, self.all_gather(images.to(self.device))).cpu()  # (world, n, C, H, W)
             else:
                 images = images.unsqueeze(0)
             pools[name] = {"size": state["size"], "images": images}
