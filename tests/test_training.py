@@ -23,7 +23,7 @@ from scan.checkpoint import read_checkpoint
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import build_demo_set
 from scan.config import SCANConfig
-from scan.training import NonFiniteLossError, Phase, SCANModule
+from scan.training import NonFiniteLossError, OptimizerSpec, Phase, SCANModule
 from scan.training.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,6 +344,36 @@ def test_optimisers_are_named_by_phase_and_role_in_a_fixed_order():
     assert [g["lr"] for g in optimizers[4].param_groups] == pytest.approx([0.1 * module.lr, module.lr])
     stage2_discs = {id(p) for d in (module.model.D_a[1], module.model.D_b[1]) for p in d.parameters()}
     assert {id(p) for g in optimizers[3].param_groups for p in g["params"]} == stage2_discs
+
+
+class _WithALearnedLoss(SCANModule):
+    """A loss with a network of its own (as CUT's PatchNCE head): it declares its optimiser, nothing more."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_head = torch.nn.Linear(3, 1)
+        generator_step = self.model.generator_step
+
+        def with_extra_term(real_a, real_b, stage):
+            step = generator_step(real_a, real_b, stage)
+            step.loss = step.loss + self.loss_head(step.fake_b.mean((2, 3))).pow(2).mean()
+            return step
+
+        self.model.generator_step = with_extra_term
+
+    def optimizer_specs(self):
+        head = [{"params": list(self.loss_head.parameters()), "lr": self.lr}]
+        return super().optimizer_specs() + [OptimizerSpec(i, "loss_head", head) for i in range(len(self.phases))]
+
+
+def test_a_loss_with_parameters_trains_by_declaring_its_optimiser(tmp_path, demo_root):
+    module = _WithALearnedLoss("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=0)
+    before = module.loss_head.weight.detach().clone()
+    generator_before = module.model.G_ab.stages[0].model[1].weight.detach().clone()
+    _trainer(tmp_path, max_epochs=1, batches=2).fit(module, _datamodule(demo_root))
+    assert not torch.equal(module.loss_head.weight, before)  # stepped on the generator's loss
+    assert not torch.equal(module.model.G_ab.stages[0].model[1].weight, generator_before)
+    assert module.loss_head.weight.requires_grad  # untoggle gave it back its state
 
 
 def test_print_config_lists_every_model_field(capsys, monkeypatch):

@@ -82,7 +82,8 @@ class OptimizerSpec:
 
     ``SCANModule.optimizer_specs`` lists them in the order ``configure_optimizers`` returns (and a
     checkpoint stores) the optimisers; a loss with parameters of its own adds its optimiser by
-    declaring one more spec there.
+    declaring one more spec there, with a role of its own: every role but ``"discriminator"`` is
+    stepped on the generator's loss, after the same backward pass.
 
     Attributes:
         phase_index: index of the phase in the schedule (0-based).
@@ -321,11 +322,21 @@ class SCANModule(pl.LightningModule):
         # Generators (this stage's, or all in a joint phase): toggle_optimizer freezes every other
         # parameter, the earlier stages and the discriminators included.
         self.toggle_optimizer(opt_g)
+        # Any other role of the phase is a loss's own network (a PatchNCE head, say): it learns from
+        # the generator's loss, so it is unfrozen and stepped with it (untoggle restores its state).
+        with_generator = [self._optimizer(i, role) for i, role in self._optimizer_index
+                          if i == index and role not in ("generator", "discriminator")]
+        for opt in with_generator:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.requires_grad_(True)
         step = self.model.generator_step(real_a, real_b, stage)
         if self._finite(step.loss, "generator"):
             self.manual_backward(step.loss)
-            opt_g.step()
-        opt_g.zero_grad(set_to_none=True)
+            for opt in (opt_g, *with_generator):
+                opt.step()
+        for opt in (opt_g, *with_generator):
+            opt.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_g)
 
         # Discriminators, on a mix of new and past fakes.
