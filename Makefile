@@ -22,7 +22,8 @@ DEMO_OUT ?= demo_output
 demo: $(STAMP)
 	$(BIN)/python -m scan.demo --out $(DEMO_OUT)
 
-# The folders `make lint` checks: the package's code (tests/ and benchmarks/ are not linted).
+# The folders `make lint` checks: the package's code, type-checked too, and the tests (ruff only;
+# benchmarks/ are not linted).
 LINT_DIRS := scan stages fusion datasets
 MYPY_SRC := $(VENV)/mypy-src
 
@@ -31,7 +32,7 @@ MYPY_SRC := $(VENV)/mypy-src
 # which it cannot see through the editable install's import hook: a tree of links in .venv
 # rebuilds that layout, and the reported paths are mapped back to the real files.
 lint: $(STAMP)
-	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff check $(LINT_DIRS) tests
 	rm -rf $(MYPY_SRC) && mkdir -p $(MYPY_SRC)/scan
 	for f in scan/*; do [ "$${f##*/}" = __pycache__ ] || ln -s "$(CURDIR)/$$f" $(MYPY_SRC)/scan/; done
 	for d in stages fusion datasets; do ln -s "$(CURDIR)/$$d" $(MYPY_SRC)/scan/$$d; done
@@ -45,7 +46,7 @@ test: $(STAMP) lint
 # The edit-test loop: the tests not marked `slow` (setup.cfg), under a minute. ruff's findings are shown
 # but do not stop the tests (`make lint` / `make test` enforce them); no type check.
 test-fast: $(STAMP)
-	-$(BIN)/ruff check --output-format concise $(LINT_DIRS)
+	-$(BIN)/ruff check --output-format concise $(LINT_DIRS) tests
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)

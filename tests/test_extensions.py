@@ -78,6 +78,7 @@ def test_registered_parts_are_listed_and_named_in_errors():
         components.register_stage("toy-translator", stage="first")(lambda config, channels: None)
 
 
+@pytest.mark.slow
 def test_own_stage_and_fusion_train_save_and_load(tmp_path):
     root = build_demo_set(tmp_path / "data", train=4, test=2, size=40)
     pl.seed_everything(0, verbose=False)

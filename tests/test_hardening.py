@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from kornia.geometry.transform import warp_affine
 from PIL import Image
 from skimage import data
 
@@ -22,10 +23,9 @@ from scan.align import (
     warp_from_crops,
     warp_to_crops,
 )
-from kornia.geometry.transform import warp_affine
 from scan.datasets.images import load_image
 from scan.errors import DeviceError, InputError, UserError, one_line, run_command
-from scan.imageops import as_model_input, heatmap, pil_to_model
+from scan.imageops import heatmap, pil_to_model
 from scan.outputs import OutputError, OutputPlan, atomic_write, output_stems, save_image
 from scan.translator import NonFiniteOutputError, Translator, resolve_device
 

@@ -53,7 +53,7 @@ class RefResnetGenerator(nn.Module):
                 nn.ReLU(True),
             ]
         mult = 2**n_downsampling
-        for i in range(n_blocks):
+        for _ in range(n_blocks):
             model += [RefResnetBlock(ngf * mult, "reflect", norm_layer, False, use_bias)]
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)

@@ -20,9 +20,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import scan
 from scan.checkpoint import read_checkpoint
+from scan.config import SCANConfig
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import build_demo_set
-from scan.config import SCANConfig
 from scan.training import NonFiniteLossError, OptimizerSpec, Phase, SCANModule
 from scan.training.cli import main as train_main
 
@@ -232,7 +232,8 @@ def test_resume_after_a_killed_run_continues_phase_step_lr_and_pools(tmp_path, d
 def test_ddp_with_two_processes_on_cpu(tmp_path, demo_root):
     runs = tmp_path / "runs"
     cmd = _train_cmd(
-        demo_root, "--model.schedule", "[{stage: 1, epochs: 1, decay_epochs: 0}, {stage: 2, epochs: 1, decay_epochs: 0}]",
+        demo_root,
+        "--model.schedule", "[{stage: 1, epochs: 1, decay_epochs: 0}, {stage: 2, epochs: 1, decay_epochs: 0}]",
         "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.limit_train_batches", "3",
         "--trainer.logger.init_args.save_dir", str(runs), "--checkpoint.every_n_train_steps", "2",
         "--trainer.log_every_n_steps", "1",
@@ -366,6 +367,7 @@ class _WithALearnedLoss(SCANModule):
         return super().optimizer_specs() + [OptimizerSpec(i, "loss_head", head) for i in range(len(self.phases))]
 
 
+@pytest.mark.slow
 def test_a_loss_with_parameters_trains_by_declaring_its_optimiser(tmp_path, demo_root):
     module = _WithALearnedLoss("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=0)
     before = module.loss_head.weight.detach().clone()
