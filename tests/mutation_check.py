@@ -49,7 +49,7 @@ MUTATIONS = [
              'cfg.lambda_cycle * (terms["cycle_a"] + terms["cycle_b"])', '(terms["cycle_a"] + terms["cycle_b"])',
              ["tests/test_model.py"]),
     Mutation("paste", "paste-back mask inverted", "scan/align/paste.py",
-             "mask * face + (1 - mask) * out", "(1 - mask) * face + mask * out",
+             "mask * face + (1 - mask) * region", "(1 - mask) * face + mask * region",
              ["tests/test_align.py"]),
 ]
 
