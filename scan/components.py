@@ -126,28 +126,24 @@ def register_stage(name: str, stage: StageRole) -> Callable[[Fn], Fn]:
     return decorator
 
 
-def register_fusion(name: str) -> Callable[[Fn], Fn]:
-    """Register a fusion block builder ``(config: FusionConfig, channels) -> module``."""
-
-    def decorator(builder: Fn) -> Fn:
-        if name in _FUSIONS:
-            raise ValueError(f"a fusion kind named {name!r} is already registered")
-        _FUSIONS[name] = builder
-        return builder
+def _register_in(table: dict, name: str, what: str) -> Callable[[Fn], Fn]:
+    def decorator(fn: Fn) -> Fn:
+        if name in table:
+            raise ValueError(f"a {what} named {name!r} is already registered")
+        table[name] = fn
+        return fn
 
     return decorator
+
+
+def register_fusion(name: str) -> Callable[[Fn], Fn]:
+    """Register a fusion block builder ``(config: FusionConfig, channels) -> module``."""
+    return _register_in(_FUSIONS, name, "fusion kind")
 
 
 def register_gan_loss(name: str) -> Callable[[Fn], Fn]:
     """Register an adversarial loss ``(logits, target_is_real, for_discriminator=True) -> scalar``."""
-
-    def decorator(fn: Fn) -> Fn:
-        if name in _GAN_LOSSES:
-            raise ValueError(f"a GAN loss named {name!r} is already registered")
-        _GAN_LOSSES[name] = fn
-        return fn
-
-    return decorator
+    return _register_in(_GAN_LOSSES, name, "GAN loss")
 
 
 def stage_kinds(stage: StageRole | None = None) -> list[str]:
