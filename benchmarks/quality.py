@@ -40,7 +40,7 @@ import torch
 from model_cost import gflops, latency  # benchmarks/ is the script's folder, so on sys.path
 
 from scan.datasets import UnpairedDataModule
-from scan.datasets.demo import build_demo_set, load_heldout
+from scan.datasets.demo import MAPPINGS, build_demo_set, load_heldout
 
 from scan.metrics import score
 from scan.training import Phase, SCANModule
@@ -223,7 +223,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="top resolution")
     parser.add_argument("--epoch-steps", type=int, default=25, help="steps per (short) epoch, between scores")
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of the models (default: all)")
-    parser.add_argument("--data", type=Path, default=RESULTS / "quality_data", help="demo set (built if missing)")
+    parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
+                        help="the demo set's domain B: cartoon (local) or reshape (a global change of shape too)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="demo set (built if missing; default: results/quality_data_<mapping>)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a few seconds per run, to check the script")
     args = parser.parse_args()
@@ -234,8 +237,10 @@ def main() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # one line per run is enough
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance.*LeafSpec.*")
+    args.data = args.data or RESULTS / f"quality_data_{args.mapping}"
     if not (args.data / "trainA").exists():
-        build_demo_set(args.data, train=train_count, test=test_count, size=args.size + args.size // 8)
+        build_demo_set(args.data, train=train_count, test=test_count, size=args.size + args.size // 8,
+                       mapping=args.mapping)
     photos, targets = load_heldout(args.data, args.size)
     identity = score(photos, targets)
     data = UnpairedDataModule(root=str(args.data), size=args.size, batch_size=4, num_workers=0)
@@ -261,7 +266,7 @@ def main() -> None:
     print("\n" + markdown)
     (args.out / "quality.md").write_text(markdown)
     plot(results, identity, args.out / "quality.png")
-    meta = {"budget_s": args.budget, "seeds": args.seeds, "width": args.width, "size": args.size,
+    meta = {"mapping": args.mapping, "budget_s": args.budget, "seeds": args.seeds, "width": args.width, "size": args.size,
             "heldout_images": len(photos), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
     (args.out / "quality.json").write_text(json.dumps({"meta": meta, "identity": identity, "results": results}, indent=1))

@@ -26,7 +26,7 @@ from scan.checks import check_shape
 from scan.errors import InputError, add_debug_flag, positive_int, run_command
 from scan.outputs import save_image
 
-__all__ = ["cartoonize", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
+__all__ = ["cartoonize", "reshape", "MAPPINGS", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
 
 DEMO_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
@@ -66,6 +66,50 @@ def cartoonize(images: Tensor, levels: int = 5, edge_threshold: float = 0.12) ->
     return (x * (1 - 0.85 * outline)).clamp(0, 1)
 
 
+def reshape(images: Tensor, eye_gain: float = 0.35, chin_squeeze: float = 0.5) -> Tensor:
+    """The smooth geometric change anime portraits make to a face, applied to the whole crop: the
+    upper-central region (where eyes sit in an aligned face) is enlarged and the lower part is
+    compressed towards the bottom edge. Fixed and deterministic: a global change of shape that a
+    translator must learn, unlike the local colour changes of :func:`cartoonize`.
+
+    Args:
+        images: RGB batch in ``[0, 1]``.
+        eye_gain: how much the region around the eye line is magnified (0: not at all).
+        chin_squeeze: how much the part below the mouth line is compressed (0: not at all).
+
+    Returns:
+        The reshaped batch in ``[0, 1]`` (borders are reflected).
+
+    Shape:
+        - Input: :math:`(B, 3, H, W)`
+        - Output: :math:`(B, 3, H, W)`
+    """
+    check_shape(images, ("B", 3, "H", "W"), "reshape")
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    # Magnify around the eye line: each output pixel samples closer to the centre (a smooth bump).
+    cy = -0.15
+    dx, dy = xs, ys - cy
+    shrink = 1.0 - eye_gain * torch.exp(-(dx**2 + dy**2) / (2 * 0.35**2))
+    sx, sy = dx * shrink, cy + dy * shrink
+    # Squeeze the lower part: below the mouth line the output reaches further down the source.
+    below = (sy - 0.3).clamp(min=0)
+    sy = sy + chin_squeeze * below**2
+    grid = torch.stack([sx, sy], dim=-1).to(images)[None].expand(b, h, w, 2)
+    out = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection",
+                                          align_corners=True)
+    return out.clamp(0, 1)
+
+
+def _reshape_cartoon(images: Tensor) -> Tensor:
+    return cartoonize(reshape(images))
+
+
+# Domain B of the demo set, from photos: a local mapping (palette, flat colours, outlines) and the same
+# with a global change of shape, where a coarse-to-fine stack should matter.
+MAPPINGS = {"cartoon": cartoonize, "reshape": _reshape_cartoon}
+
+
 def _photos() -> list[Tensor]:
     from skimage import data
 
@@ -101,9 +145,11 @@ def _save(images: Tensor, folder: Path) -> None:
 SUBFOLDERS = ("trainA", "trainB", "testA", "testA_target", "testB")
 
 
-def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: int = 72, seed: int = 0) -> Path:
+def build_demo_set(
+    out_dir: str | Path, train: int = 300, test: int = 16, size: int = 72, seed: int = 0, mapping: str = "cartoon"
+) -> Path:
     """Write the demo set in CycleGAN layout: ``trainA/``, ``trainB/``, ``testA/``, ``testB/`` and
-    ``testA_target/`` (the true cartoon of each ``testA`` image, same file names).
+    ``testA_target/`` (the true translation of each ``testA`` image, same file names).
 
     Args:
         out_dir: destination; must not already hold a demo set (nothing is overwritten).
@@ -111,10 +157,15 @@ def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: 
         test: images per test domain.
         size: side of the stored squares (the loader crops from them).
         seed: all crops are drawn from this seed.
+        mapping: how domain B is made from photos: ``cartoon`` (:func:`cartoonize`) or ``reshape``
+            (:func:`reshape`, then :func:`cartoonize`).
 
     Returns:
         ``out_dir``.
     """
+    if mapping not in MAPPINGS:
+        raise InputError(f"unknown mapping {mapping!r}; valid: {', '.join(MAPPINGS)}")
+    to_b = MAPPINGS[mapping]
     out = Path(out_dir)
     existing = [name for name in SUBFOLDERS if (out / name).exists()]
     if existing:
@@ -126,10 +177,10 @@ def build_demo_set(out_dir: str | Path, train: int = 300, test: int = 16, size: 
         _random_crops(photos, n, size, generator) for n in (train, train, test, test)
     )
     _save(train_a, out / "trainA")
-    _save(cartoonize(train_b_photo), out / "trainB")
+    _save(to_b(train_b_photo), out / "trainB")
     _save(test_a, out / "testA")
-    _save(cartoonize(test_a), out / "testA_target")
-    _save(cartoonize(test_b_photo), out / "testB")
+    _save(to_b(test_a), out / "testA_target")
+    _save(to_b(test_b_photo), out / "testB")
     return out
 
 
@@ -165,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=positive_int, default=16)
     parser.add_argument("--size", type=positive_int, default=72)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
+                        help="domain B: cartoon (palette, flat colours, outlines) or reshape (the same after a "
+                             "smooth anime-like change of shape)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def run() -> int:
-        build_demo_set(args.out_dir, args.train, args.test, args.size, args.seed)
+        build_demo_set(args.out_dir, args.train, args.test, args.size, args.seed, args.mapping)
         print(f"demo set written to {args.out_dir} (trainA/, trainB/, testA/, testA_target/, testB/)")
         return 0
 

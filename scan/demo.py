@@ -128,7 +128,7 @@ def run_demo(out: Path, config: Path, quick: bool) -> dict[str, dict[str, float]
     _announce(1, total, "building the offline demo set (photos -> cartoons)")
     data = out / "data"
     counts = {"train": 16, "test": 4} if quick else {"train": 300, "test": 16}
-    build_demo_set(data, **counts)
+    build_demo_set(data, train=counts["train"], test=counts["test"])
     print(f"{_relative(data)}: trainA/ and trainB/ ({counts['train']} unpaired images each), testA/ with its "
           f"true cartoons in testA_target/, testB/")
 

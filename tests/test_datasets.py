@@ -17,7 +17,7 @@ from scan.datasets import (
     load_image,
     resolve_folders,
 )
-from scan.datasets.demo import build_demo_set, cartoonize
+from scan.datasets.demo import MAPPINGS, build_demo_set, cartoonize, reshape
 from scan.errors import InputError
 
 
@@ -176,3 +176,35 @@ def test_demo_set_is_unpaired_and_its_answer_is_known(tmp_path):
     assert not train_a & {p.read_bytes() for p in (root / "testA").iterdir()}
     with pytest.raises(InputError, match="already holds a data set"):
         build_demo_set(root)
+
+
+def test_reshape_mapping_changes_shape_not_colour_and_its_answers_line_up(tmp_path):
+    torch.manual_seed(0)
+    photos = torch.rand(2, 3, 48, 48)
+    warped = reshape(photos)
+    assert warped.shape == photos.shape and 0 <= warped.min() and warped.max() <= 1
+    assert torch.equal(reshape(photos), warped)  # fixed and deterministic
+    assert (warped - photos).abs().mean() > 0.05  # pixels move...
+    flat = torch.full((1, 3, 48, 48), 0.3)
+    assert torch.allclose(reshape(flat), flat, atol=1e-6)  # ...colours do not change
+    # A bright dot just above the centre (the eye line) comes out spread over more pixels: magnified.
+    dot = torch.zeros(1, 3, 48, 48)
+    dot[..., 18:22, 22:26] = 1.0
+    assert (reshape(dot) > 0.5).sum() > (dot > 0.5).sum()
+
+    root = build_demo_set(tmp_path / "reshape", train=3, test=3, size=40, mapping="reshape")
+    again = build_demo_set(tmp_path / "again", train=3, test=3, size=40, mapping="reshape")
+    for name in ("trainB/0000.png", "testA_target/0002.png"):
+        assert (root / name).read_bytes() == (again / name).read_bytes()
+    photos_a = torch.stack([
+        torch.from_numpy(np.array(Image.open(root / "testA" / f"{i:04d}.png"))).permute(2, 0, 1) for i in range(3)
+    ]).float() / 255
+    targets = torch.stack([
+        torch.from_numpy(np.array(Image.open(root / "testA_target" / f"{i:04d}.png"))).permute(2, 0, 1)
+        for i in range(3)
+    ]).float() / 255
+    answer_error = (MAPPINGS["reshape"](photos_a) - targets).abs().mean()
+    assert answer_error < 0.02  # each target is its photo's answer (up to 8-bit rounding)...
+    assert (MAPPINGS["cartoon"](photos_a) - targets).abs().mean() > 2 * answer_error  # ...not the plain cartoon
+    with pytest.raises(InputError, match="unknown mapping 'anime'; valid: cartoon, reshape"):
+        build_demo_set(tmp_path / "other", mapping="anime")
