@@ -388,3 +388,38 @@ def test_print_config_lists_every_model_field(capsys, monkeypatch):
         assert f"{field}:" in printed
     model = yaml.safe_load(printed)["model"]["model"]
     assert SCANConfig.from_dict(model) == scan.create_config("scan-128-256")  # the default preset, in full
+
+
+def _parameters_with_gradients(module: SCANModule, tmp_path, demo_root) -> set[str]:
+    """Names of the model's parameters that received a gradient during one training step."""
+    touched: set[str] = set()
+    for name, p in module.model.named_parameters():
+        p.register_post_accumulate_grad_hook(lambda p, name=name: touched.add(name))
+    _trainer(tmp_path, max_epochs=1, batches=1).fit(module, _datamodule(demo_root))
+    return touched
+
+
+@pytest.mark.slow
+def test_a_joint_step_trains_every_stage_and_every_discriminator(tmp_path, demo_root):
+    module = SCANModule("tiny", schedule=[Phase("joint", 1, 0)], stage_weights=[0.5, 1.0], image_log_every_n_steps=0)
+    touched = _parameters_with_gradients(module, tmp_path, demo_root)
+    assert touched == {name for name, _ in module.model.named_parameters()}
+    assert module.judged_stages(module.phases[0]) == [(1, 0.5), (2, 1.0)]
+    logged = set(module.trainer.logged_metrics)
+    assert {"train/stage1/D_a", "train/stage1/cycle_a", "train/stage2/D_b", "train/stage2/G_ab_gan"} <= logged
+
+
+@pytest.mark.slow
+def test_a_stage_phase_leaves_the_frozen_stage_and_other_discriminators_without_gradients(tmp_path, demo_root):
+    module = SCANModule("tiny", schedule=[Phase(2, 1, 0)], image_log_every_n_steps=0)
+    touched = _parameters_with_gradients(module, tmp_path, demo_root)
+    stage2 = {n for n, _ in module.model.named_parameters()
+              if n.startswith(("G_ab.stages.1", "G_ba.stages.1", "G_ab.fusions.0", "G_ba.fusions.0", "D_a.1", "D_b.1"))}
+    assert touched == stage2  # nothing of stage 1, nor its discriminators
+
+
+def test_stage_weights_need_one_non_negative_weight_per_stage():
+    with pytest.raises(ValueError, match="stage_weights needs 2 non-negative weights"):
+        SCANModule("tiny", stage_weights=[1.0])
+    with pytest.raises(ValueError, match="stage_weights needs 2 non-negative weights"):
+        SCANModule("tiny", stage_weights=[1.0, -1.0])

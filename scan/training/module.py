@@ -63,6 +63,15 @@ def default_schedule(num_stages: int) -> list[Phase]:
     return [Phase(stage=k, epochs=100, decay_epochs=100) for k in range(1, num_stages + 1)]
 
 
+def _weighted_sum(terms: list[tuple[float, Tensor]]) -> Tensor:
+    """``sum(weight * loss)`` over one or more ``(weight, loss)`` pairs."""
+    (weight, loss), *rest = terms
+    total = weight * loss
+    for weight, loss in rest:
+        total = total + weight * loss
+    return total
+
+
 def _as_phase(value: Phase | dict[str, Any]) -> Phase:
     return value if isinstance(value, Phase) else Phase(**value)
 
@@ -123,6 +132,8 @@ class SCANModule(pl.LightningModule):
         beta1: Adam beta1 (CycleGAN: 0.5).
         beta2: Adam beta2.
         joint_lr_scale: learning-rate factor of the earlier stages in a ``joint`` phase.
+        stage_weights: in a ``joint`` phase, the weight of each stage's losses (generator and
+            discriminator), coarse to fine; default 1 for every stage.
         image_log_every_n_steps: training image grids are logged every this many batches (0: never).
         channels_last: use the channels-last memory format (faster convs on recent GPUs / CPUs).
         max_nonfinite_steps: consecutive steps with a NaN/inf loss (each skipped) before the run stops.
@@ -137,6 +148,7 @@ class SCANModule(pl.LightningModule):
         beta1: float = 0.5,
         beta2: float = 0.999,
         joint_lr_scale: float = 0.1,
+        stage_weights: list[float] | None = None,
         image_log_every_n_steps: int = 500,
         channels_last: bool = False,
         max_nonfinite_steps: int = 10,
@@ -155,6 +167,10 @@ class SCANModule(pl.LightningModule):
         self.model = SCAN(config)
         self.phases = phases
         self.lr, self.betas, self.joint_lr_scale = lr, (beta1, beta2), joint_lr_scale
+        self.stage_weights = [1.0] * config.num_stages if stage_weights is None else [float(w) for w in stage_weights]
+        if len(self.stage_weights) != config.num_stages or min(self.stage_weights) < 0:
+            raise ValueError(f"stage_weights needs {config.num_stages} non-negative weights (one per stage), got "
+                             f"{stage_weights}")
         self.image_log_every_n_steps = image_log_every_n_steps
         self.channels_last = channels_last
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -309,15 +325,22 @@ class SCANModule(pl.LightningModule):
                       stacklevel=2)
         return False
 
+    def judged_stages(self, phase: Phase) -> list[tuple[int, float]]:
+        """The stages whose losses ``phase`` optimises, with their weights: the trained stage alone,
+        or in a ``joint`` phase every stage, each judged by its own discriminators at its own
+        resolution and weighted by ``stage_weights``."""
+        if phase.stage == "joint":
+            return list(zip(range(1, self.config.num_stages + 1), self.stage_weights))
+        return [(int(phase.stage), 1.0)]
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         index, _ = self.phase_at(self.current_epoch)
-        phase = self.phases[index]
-        stage = self.trained_stage(phase)
+        judged = self.judged_stages(self.phases[index])
         opt_g, opt_d = self._optimizer(index, "generator"), self._optimizer(index, "discriminator")
         if self.channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        real_a = self.model.stage_input(batch["a"], stage)
-        real_b = self.model.stage_input(batch["b"], stage)
+        reals = {stage: (self.model.stage_input(batch["a"], stage), self.model.stage_input(batch["b"], stage))
+                 for stage, _ in judged}
 
         # Generators (this stage's, or all in a joint phase): toggle_optimizer freezes every other
         # parameter, the earlier stages and the discriminators included.
@@ -330,38 +353,46 @@ class SCANModule(pl.LightningModule):
             for group in opt.param_groups:
                 for p in group["params"]:
                     p.requires_grad_(True)
-        step = self.model.generator_step(real_a, real_b, stage)
-        if self._finite(step.loss, "generator"):
-            self.manual_backward(step.loss)
+        steps = {stage: self.model.generator_step(*reals[stage], stage) for stage, _ in judged}
+        g_loss = _weighted_sum([(weight, steps[stage].loss) for stage, weight in judged])
+        if self._finite(g_loss, "generator"):
+            self.manual_backward(g_loss)
             for opt in (opt_g, *with_generator):
                 opt.step()
         for opt in (opt_g, *with_generator):
             opt.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_g)
 
-        # Discriminators, on a mix of new and past fakes.
-        fake_a = self.pools[f"stage{stage}_a"].query(step.fake_a)
-        fake_b = self.pools[f"stage{stage}_b"].query(step.fake_b)
+        # Discriminators, each stage's pair on a mix of new and past fakes of that stage.
         self.toggle_optimizer(opt_d)
-        d_loss, d_terms = self.model.discriminator_step(
-            real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, stage=stage
-        )
+        d_losses, d_terms = {}, {}
+        for stage, _ in judged:
+            real_a, real_b = reals[stage]
+            fake_a = self.pools[f"stage{stage}_a"].query(steps[stage].fake_a)
+            fake_b = self.pools[f"stage{stage}_b"].query(steps[stage].fake_b)
+            d_losses[stage], d_terms[stage] = self.model.discriminator_step(
+                real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, stage=stage
+            )
+        d_loss = _weighted_sum([(weight, d_losses[stage]) for stage, weight in judged])
         if self._finite(d_loss, "discriminator"):
             self.manual_backward(d_loss)
             opt_d.step()
         opt_d.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_d)
 
-        logs = {f"train/stage{stage}/{name}": value for name, value in {**step.terms, **d_terms}.items()}
-        logs[f"lr/stage{stage}"] = torch.tensor(opt_g.param_groups[-1]["lr"])
+        logs = {f"train/stage{stage}/{name}": value for stage, _ in judged
+                for name, value in {**steps[stage].terms, **d_terms[stage]}.items()}
+        top = judged[-1][0]
+        logs[f"lr/stage{top}"] = torch.tensor(opt_g.param_groups[-1]["lr"])
         logs["phase"] = torch.tensor(float(index))
         self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
-        self.log("G", step.terms["G_total"], prog_bar=True, on_step=True, logger=False)
+        self.log("G", g_loss.detach(), prog_bar=True, on_step=True, logger=False)
         self.log("D", d_loss.detach(), prog_bar=True, on_step=True, logger=False)
 
         every = self.image_log_every_n_steps
         if every and batch_idx % every == 0:
-            self._log_images(f"train/stage{stage}", real_a=real_a, real_b=real_b, fake_b=step.fake_b,
+            step, (real_a, real_b) = steps[top], reals[top]
+            self._log_images(f"train/stage{top}", real_a=real_a, real_b=real_b, fake_b=step.fake_b,
                              fake_a=step.fake_a, rec_a=step.rec_a, rec_b=step.rec_b,
                              alpha_ab=step.stack_ab.alphas[-1], alpha_ba=step.stack_ba.alphas[-1])
 
