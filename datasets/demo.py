@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from scan.checks import check_shape
-from scan.errors import InputError, add_debug_flag, positive_int, run_command
+from scan.errors import InputError, add_debug_flag, image_side, positive_int, run_command
 from scan.outputs import save_image
 
 __all__ = ["cartoonize", "reshape", "MAPPINGS", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
@@ -136,7 +136,6 @@ def _random_crops(photos: list[Tensor], count: int, size: int, generator: torch.
 
 
 def _save(images: Tensor, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i, array in enumerate(arrays):
         save_image(Image.fromarray(array), folder / f"{i:04d}.png")
@@ -167,6 +166,10 @@ def build_demo_set(
         raise InputError(f"unknown mapping {mapping!r}; valid: {', '.join(MAPPINGS)}")
     to_b = MAPPINGS[mapping]
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder for the data set")
+    if size < 8:
+        raise InputError(f"size {size}: the demo images need at least 8 px (the cartoon filters are 5 px wide)")
     existing = [name for name in SUBFOLDERS if (out / name).exists()]
     if existing:
         raise InputError(f"{out}: already holds a data set ({existing[0]}/ exists); choose another folder")
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--train", type=positive_int, default=300)
     parser.add_argument("--test", type=positive_int, default=16)
-    parser.add_argument("--size", type=positive_int, default=72)
+    parser.add_argument("--size", type=image_side, default=72)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
                         help="domain B: cartoon (palette, flat colours, outlines) or reshape (the same after a "

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 __all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
-           "add_debug_flag", "each_carrying_on", "report_failures", "positive_int"]
+           "add_debug_flag", "each_carrying_on", "report_failures", "positive_int", "image_side"]
 
 T = TypeVar("T")
 
@@ -101,15 +101,16 @@ def each_carrying_on(items: Iterable[T], work: Callable[[T], object], name: Call
         debug: re-raise an unexpected exception instead of listing it.
 
     Returns:
-        One line per failed item: a :class:`UserError`'s message (which names its file), or the
-        unexpected exception, named.
+        One line per failed item, naming it: a :class:`UserError`'s message, or the unexpected
+        exception.
     """
     failures: list[str] = []
     for item in items:
         try:
             work(item)
         except UserError as e:
-            failures.append(one_line(e))
+            message = one_line(e)  # most messages name their file already; the others get it in front
+            failures.append(message if str(name(item)) in message else f"{name(item)}: {message}")
         except Exception as e:  # a bug on one input must not cost the others; --debug shows it
             if debug:
                 raise
@@ -132,4 +133,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+MAX_IMAGE_SIDE = 8192
+
+
+def image_side(text: str) -> int:
+    """An argparse type: an image side in pixels, from 8 to 8192 (a side of 100000 would ask for
+    120 GB before failing)."""
+    value = positive_int(text)
+    if not 8 <= value <= MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} px is outside 8..{MAX_IMAGE_SIDE}")
     return value

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from scan.checkpoint import load_model
-from scan.errors import UserError, add_debug_flag, positive_int, run_command
+from scan.errors import UserError, add_debug_flag, image_side, run_command
 from scan.generator import StackedGenerator
 from scan.model import DIRECTIONS, SCAN
 from scan.outputs import OutputPlan, atomic_write
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--direction", choices=DIRECTIONS, default="a2b")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--size", type=positive_int, default=None,
+    parser.add_argument("--size", type=image_side, default=None,
                         help="input side (default: the model's top size)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output file (never the checkpoint)")

@@ -21,7 +21,7 @@ from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
 from scan.errors import InputError, add_debug_flag, each_carrying_on, one_line, report_failures, run_command
 from scan.imageops import heatmap, labelled_strip
 from scan.model import DIRECTIONS
-from scan.outputs import OutputPlan, output_stems, save_image
+from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
 from scan.translator import PortraitResult, Translator
 
 __all__ = ["main", "build_parser", "stage_strip"]
@@ -101,10 +101,7 @@ def _plan(args: argparse.Namespace) -> list[Job]:
     plan = OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite)
     if source.is_dir():
         files = find_images(source)
-        if output.exists() and not output.is_dir():
-            raise InputError(f"--output {output} is a file; a folder input needs an output folder")
-        if output.resolve() == source.resolve() or output.resolve().is_relative_to(source.resolve()):
-            raise InputError(f"--output {output} is the input folder or inside it; choose another folder")
+        check_output_folder(output, source)
         stems = output_stems(files, source)
         jobs = [Job(f, output / f"{stems[f]}.png",
                     args.save_stages / f"{stems[f]}_stages.png" if args.save_stages else None) for f in files]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from scan.errors import InputError, UserError
 
-__all__ = ["OutputError", "OutputPlan", "atomic_write", "save_image", "output_stems"]
+__all__ = ["OutputError", "OutputPlan", "atomic_write", "save_image", "output_stems", "check_output_folder"]
 
 
 class OutputError(UserError, OSError):
@@ -161,6 +161,19 @@ def _check_writable_parent(path: Path) -> None:
         raise InputError(f"cannot write {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {path}: no permission to write in {ancestor}")
+
+
+def check_output_folder(output: Path, source: Path) -> None:
+    """A folder run's output folder: a folder (or not there yet), and neither its input folder nor
+    inside it (its outputs would become inputs of the next run).
+
+    Raises:
+        InputError: it is a file, the input folder, or inside it.
+    """
+    if output.exists() and not output.is_dir():
+        raise InputError(f"output {output} is a file; give a folder")
+    if output.resolve() == source.resolve() or output.resolve().is_relative_to(source.resolve()):
+        raise InputError(f"output {output} is the input folder or inside it; choose another folder")
 
 
 def output_stems(files: Iterable[Path], root: Path) -> dict[Path, Path]:

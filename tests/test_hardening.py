@@ -24,7 +24,7 @@ from scan.align import (
     warp_to_crops,
 )
 from scan.datasets.images import load_image
-from scan.errors import DeviceError, InputError, UserError, one_line, run_command
+from scan.errors import DeviceError, InputError, UserError, each_carrying_on, one_line, run_command
 from scan.imageops import heatmap, pil_to_model
 from scan.outputs import OutputError, OutputPlan, atomic_write, output_stems, save_image
 from scan.translator import NonFiniteOutputError, Translator, resolve_device
@@ -98,6 +98,20 @@ def test_run_command_turns_errors_into_one_line_and_a_status(capsys):
     assert err.startswith("error: unexpected KeyError") and "--debug" in err and err.count("\n") == 1
     with pytest.raises(InputError):
         run_command(fail(InputError("shown with its traceback")), debug=True)
+
+
+def test_a_folder_run_lists_every_failure_with_its_input():
+    def work(path):
+        if path == "bad.png":
+            raise InputError("the model's output is NaN/inf")  # a message that does not name the file
+        if path == "named.png":
+            raise InputError("named.png: no face found")
+        if path == "bug.png":
+            raise KeyError("oops")
+
+    failures = each_carrying_on(["ok.png", "bad.png", "named.png", "bug.png"], work, lambda path: path)
+    assert failures == ["bad.png: the model's output is NaN/inf", "named.png: no face found",
+                        "bug.png: unexpected KeyError: 'oops' (rerun with --debug)"]
 
 
 def test_one_line_takes_the_cause_out_of_a_dataloader_worker_traceback():

@@ -419,7 +419,6 @@ def test_a_stage_phase_leaves_the_frozen_stage_and_other_discriminators_without_
 
 
 def test_stage_weights_need_one_non_negative_weight_per_stage():
-    with pytest.raises(ValueError, match="stage_weights needs 2 non-negative weights"):
-        SCANModule("tiny", stage_weights=[1.0])
-    with pytest.raises(ValueError, match="stage_weights needs 2 non-negative weights"):
-        SCANModule("tiny", stage_weights=[1.0, -1.0])
+    for weights in ([1.0], [1.0, -1.0], [float("nan"), 1.0], [1.0, float("inf")]):
+        with pytest.raises(ValueError, match="stage_weights needs 2 finite non-negative weights"):
+            SCANModule("tiny", stage_weights=weights)

@@ -23,13 +23,13 @@ from scan.errors import (
     InputError,
     add_debug_flag,
     each_carrying_on,
+    image_side,
     one_line,
-    positive_int,
     report_failures,
     run_command,
 )
 from scan.imageops import model_to_pil, pil_to_model
-from scan.outputs import OutputPlan, output_stems, save_image
+from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
 
 __all__ = ["main", "build_parser"]
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scan-align", description="Align faces of raw photos into a training folder.")
     p.add_argument("input", type=Path, help="folder of photos (searched recursively)")
     p.add_argument("output", type=Path, help="folder for the aligned crops (must not be the input)")
-    p.add_argument("--size", type=positive_int, default=256)
+    p.add_argument("--size", type=image_side, default=256, help="crop side in pixels (8..8192)")
     p.add_argument("--template", choices=TEMPLATES, default="ffhq")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the template's side")
     p.add_argument("--landmarks", choices=BACKENDS, default="auto")
@@ -70,10 +70,7 @@ def _align_one(path: Path, stem: Path, args: argparse.Namespace, backend, plan: 
 def _run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise InputError(f"--scale {args.scale}: must be a positive number")
-    if args.output.resolve() == args.input.resolve() or args.output.resolve().is_relative_to(args.input.resolve()):
-        raise InputError(f"output {args.output} is the input folder or inside it; choose another folder")
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"output {args.output} is a file; give a folder")
+    check_output_folder(args.output, args.input)
     files = find_images(args.input)
     backend = get_backend(args.landmarks)
     # Existing crops are kept (not an error): a rerun over a grown folder aligns only the new photos.

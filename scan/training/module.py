@@ -4,6 +4,7 @@ manual optimisation, ``toggle_optimizer``, ``manual_backward``, ``log_dict``).""
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -168,9 +169,9 @@ class SCANModule(pl.LightningModule):
         self.phases = phases
         self.lr, self.betas, self.joint_lr_scale = lr, (beta1, beta2), joint_lr_scale
         self.stage_weights = [1.0] * config.num_stages if stage_weights is None else [float(w) for w in stage_weights]
-        if len(self.stage_weights) != config.num_stages or min(self.stage_weights) < 0:
-            raise ValueError(f"stage_weights needs {config.num_stages} non-negative weights (one per stage), got "
-                             f"{stage_weights}")
+        if len(self.stage_weights) != config.num_stages or not all(0 <= w < math.inf for w in self.stage_weights):
+            raise ValueError(f"stage_weights needs {config.num_stages} finite non-negative weights (one per stage), "
+                             f"got {stage_weights}")
         self.image_log_every_n_steps = image_log_every_n_steps
         self.channels_last = channels_last
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -267,9 +268,10 @@ class SCANModule(pl.LightningModule):
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         return optimizers[self._optimizer_index[(phase_index, role)]]
 
-    def _phase_optimizers(self, phase_index: int) -> list[Any]:
-        """Every optimiser of phase ``phase_index``, whatever its role."""
-        return [self._optimizer(index, role) for index, role in self._optimizer_index if index == phase_index]
+    def _phase_optimizers(self, phase_index: int, exclude: tuple[str, ...] = ()) -> list[Any]:
+        """Every optimiser of phase ``phase_index``, but those of the roles in ``exclude``."""
+        return [self._optimizer(index, role) for index, role in self._optimizer_index
+                if index == phase_index and role not in exclude]
 
     def on_fit_start(self) -> None:
         # The schedule owns the end of the run: a trainer whose epoch limit was left unset (Lightning
@@ -347,8 +349,7 @@ class SCANModule(pl.LightningModule):
         self.toggle_optimizer(opt_g)
         # Any other role of the phase is a loss's own network (a PatchNCE head, say): it learns from
         # the generator's loss, so it is unfrozen and stepped with it (untoggle restores its state).
-        with_generator = [self._optimizer(i, role) for i, role in self._optimizer_index
-                          if i == index and role not in ("generator", "discriminator")]
+        with_generator = self._phase_optimizers(index, exclude=("generator", "discriminator"))
         for opt in with_generator:
             for group in opt.param_groups:
                 for p in group["params"]:
