@@ -25,13 +25,20 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
+import multiprocessing
 import platform
+import re
 import statistics
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +48,39 @@ from model_cost import gflops, latency  # benchmarks/ is the script's folder, so
 
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import MAPPINGS, build_demo_set, load_heldout
-
 from scan.metrics import score
+from scan.outputs import atomic_write
 from scan.training import Phase, SCANModule
 
 RESULTS = Path(__file__).parent / "results"
+Clock = Callable[[], float]
+CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def variants(width: int, size: int) -> dict[str, tuple[str, dict[str, Any]]]:
-    """``name -> (preset, overrides)``: the presets' structure at ``width`` channels, top size ``size``."""
+@dataclass
+class Variant:
+    """One model of the comparison: a preset's structure, and how the training budget is spent.
+
+    Attributes:
+        preset: the preset whose structure (block counts, skips, fusion) the model keeps.
+        overrides: config fields replaced (width, sizes, fusion, discriminators).
+        split: the schedule's phases in order, each with its share of the budget: a stage number or
+            ``"joint"`` (every stage at once, the lower ones at ``joint_lr_scale``).
+        module: further :class:`SCANModule` arguments (``joint_lr_scale``, ``stage_weights``).
+    """
+
+    preset: str
+    overrides: dict[str, Any]
+    split: list[tuple[int | str, float]]
+    module: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.overrides["stages"])
+
+
+def variants(width: int, size: int) -> dict[str, Variant]:
+    """The reported models: the presets' structure at ``width`` channels and top size ``size``."""
     disc = {"ndf": width, "n_layers": 2}  # 34 px patches: a 70 px PatchGAN would see all of a 64 px image
     single = {"base_size": size, "stages": [{"generator": {"ngf": width}, "discriminator": disc}]}
     skip = {"base_size": size, "stages": [{"generator": {"ngf": width, "input_skip": True}, "discriminator": disc}]}
@@ -58,55 +89,125 @@ def variants(width: int, size: int) -> dict[str, tuple[str, dict[str, Any]]]:
         stage = {"generator": {"ngf": width}, "discriminator": disc}
         return {"base_size": size // 2, "stages": [stage, {**stage, "fusion": fusion}]}
 
+    with_joint = [(1, 0.4), (2, 0.4), ("joint", 0.2)]
     return {
-        "cyclegan": ("cyclegan-256", single),
-        "cyclegan+skip": ("cyclegan-256", skip),
-        "scan": ("scan-128-256", stacked({"hidden_channels": width})),
-        "scan-fixed": ("scan-128-256", stacked({"kind": "fixed", "alpha": 0.5})),
+        "cyclegan": Variant("cyclegan-256", single, [(1, 1.0)]),
+        "cyclegan+skip": Variant("cyclegan-256", skip, [(1, 1.0)]),
+        "scan": Variant("scan-128-256", stacked({"hidden_channels": width}), with_joint),
+        "scan-nojoint": Variant("scan-128-256", stacked({"hidden_channels": width}), [(1, 0.5), (2, 0.5)]),
+        "scan-fixed": Variant("scan-128-256", stacked({"kind": "fixed", "alpha": 0.5}), with_joint),
     }
 
 
-class QualityTrace(pl.Callback):
-    """Scores the held-out set after every epoch, stops when the training budget is spent, and keeps
-    the time spent evaluating out of the training time."""
+# The knobs of the design search: ``scan[split=0.6/0.2/0.2,alpha0=0.5]`` is ``scan`` with its budget
+# split 60/20/20 over stage 1, stage 2 and a joint phase, and a fusion block starting at alpha 0.5.
+KNOBS = {
+    "split": "the budget's shares, one per stage in order, plus one for a joint phase (e.g. 0.6/0.4, 0.4/0.4/0.2)",
+    "alpha0": "the adaptive fusion block's initial alpha",
+    "alpha": "a fixed fusion alpha (replaces the adaptive block)",
+    "hidden": "the adaptive fusion block's hidden channels",
+    "blocksK": "residual blocks of stage K's generator",
+    "ngfK": "width of stage K's generator",
+    "dK": "layers of stage K's discriminators (2: 34 px patches, 3: 70 px)",
+    "ndfK": "width of stage K's discriminators",
+    "jlr": "joint_lr_scale: the lower stages' learning-rate factor in the joint phase",
+    "weights": "stage_weights of the joint phase (e.g. 1/1)",
+    "coarse": "lambda_coarse: how strongly a refining stage keeps the stage below's result at its resolution",
+}
 
-    def __init__(self, photos: torch.Tensor, targets: torch.Tensor, budget_s: float) -> None:
-        self.photos, self.targets, self.budget_s = photos, targets, budget_s
-        self.trace: list[dict[str, float]] = []
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split("/")]
+
+
+def parse_variant(spec: str, width: int, size: int) -> Variant:
+    """A reported model by name, or one with knobs turned: ``name[knob=value,...]`` (see ``KNOBS``)."""
+    base = variants(width, size)
+    name, _, knobs = spec.partition("[")
+    if name not in base or (knobs and not knobs.endswith("]")):
+        raise ValueError(f"unknown variant {spec!r}; valid: {', '.join(base)}, each optionally with "
+                         f"[knob=value,...], knobs: {', '.join(KNOBS)}")
+    variant = copy.deepcopy(base[name])
+    stages = variant.overrides["stages"]
+    for item in filter(None, knobs[:-1].split(",")):
+        key, _, value = item.partition("=")
+        match = re.fullmatch(r"(blocks|ngf|d|ndf)(\d)", key)
+        if key == "split":
+            shares = _floats(value)
+            if len(shares) not in (variant.num_stages, variant.num_stages + 1):
+                raise ValueError(f"{spec}: split needs {variant.num_stages} shares, or one more for a joint phase")
+            phases: list[int | str] = [*range(1, variant.num_stages + 1), "joint"]
+            variant.split = list(zip(phases, shares))
+        elif key in ("alpha0", "hidden", "alpha") and variant.num_stages > 1:
+            fusion = stages[-1]["fusion"]
+            if key == "alpha":
+                stages[-1]["fusion"] = {"kind": "fixed", "alpha": float(value)}
+            else:
+                fusion[{"alpha0": "initial_alpha", "hidden": "hidden_channels"}[key]] = (
+                    float(value) if key == "alpha0" else int(value))
+        elif match and 1 <= int(match.group(2)) <= variant.num_stages:
+            field_name, stage = match.group(1), stages[int(match.group(2)) - 1]
+            part = "generator" if field_name in ("blocks", "ngf") else "discriminator"
+            stage[part] = {**stage.get(part, {}),
+                           {"blocks": "n_blocks", "d": "n_layers"}.get(field_name, field_name): int(value)}
+        elif key == "coarse":
+            variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
+        elif key == "jlr":
+            variant.module["joint_lr_scale"] = float(value)
+        elif key == "weights":
+            variant.module["stage_weights"] = _floats(value)
+        else:
+            raise ValueError(f"{spec}: unknown knob {key!r} for this model; knobs: {', '.join(KNOBS)}")
+    return variant
+
+
+class QualityTrace(pl.Callback):
+    """Scores the held-out set after every epoch (every stage trained so far, each upsampled to the top
+    size), stops when the training budget is spent, and keeps the time spent evaluating out of the
+    training time."""
+
+    def __init__(self, photos: torch.Tensor, targets: torch.Tensor, budget_s: float, clock: Clock) -> None:
+        self.photos, self.targets, self.budget_s, self.clock = photos, targets, budget_s, clock
+        self.trace: list[dict[str, Any]] = []
         self.start = self.eval_s = 0.0
 
     @property
     def trained_s(self) -> float:
-        return time.perf_counter() - self.start - self.eval_s
+        return self.clock() - self.start - self.eval_s
 
     def on_train_start(self, trainer: pl.Trainer, module: SCANModule) -> None:
-        self.start = time.perf_counter()
+        self.start = self.clock()
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: SCANModule, *args: Any) -> None:
         if self.trained_s >= self.budget_s:
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: SCANModule) -> None:
-        began = time.perf_counter()
+        began = self.clock()
         index, _ = module.phase_at(trainer.current_epoch)
-        stage = module.trained_stage(module.phases[index])
+        phase = module.phases[index]
+        stage = module.trained_stage(phase)
         with torch.no_grad():
             x = module.model.stage_input(self.photos.to(module.device), stage)
-            out = module.model.translate(x, "a2b", upto=stage).final.cpu()
-        point = {"trained_s": self.trained_s, "epoch": trainer.current_epoch, "stage": stage, "steps": trainer.global_step // 2}
-        self.trace.append({**point, **score(out, self.targets)})
-        self.eval_s += time.perf_counter() - began
+            outputs = module.model.translate(x, "a2b", upto=stage).outputs
+        stages = [score(out.cpu(), self.targets) for out in outputs]
+        point = {"trained_s": self.trained_s, "epoch": trainer.current_epoch, "phase": str(phase.stage),
+                 "stage": stage, "steps": trainer.global_step // 2}
+        self.trace.append({**point, **stages[-1], "stage_psnr": [s["psnr"] for s in stages],
+                           "stage_ssim": [s["ssim"] for s in stages]})
+        self.eval_s += self.clock() - began
 
 
 class StepTimer(pl.Callback):
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.durations: list[float] = []
 
     def on_train_batch_start(self, *args: Any) -> None:
-        self.began = time.perf_counter()
+        self.began = self.clock()
 
     def on_train_batch_end(self, *args: Any) -> None:
-        self.durations.append(time.perf_counter() - self.began)
+        self.durations.append(self.clock() - self.began)
 
 
 def _trainer(max_epochs: int, limit_batches: int, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -117,31 +218,35 @@ def _trainer(max_epochs: int, limit_batches: int, callbacks: list[pl.Callback]) 
     )
 
 
-def seconds_per_step(preset: str, overrides: dict[str, Any], stage: int, data: UnpairedDataModule) -> float:
-    """The median time of one training step (generator + discriminator) of ``stage``, after warm-up."""
-    timer = StepTimer()
-    module = SCANModule(preset, overrides, schedule=[Phase(stage, epochs=1, decay_epochs=0)], image_log_every_n_steps=0)
+def seconds_per_step(variant: Variant, phase: int | str, data: UnpairedDataModule, clock: Clock) -> float:
+    """The median time of one training step (generator + discriminator) of ``phase``, after warm-up."""
+    timer = StepTimer(clock)
+    module = SCANModule(variant.preset, variant.overrides, schedule=[Phase(phase, epochs=1, decay_epochs=0)],
+                        image_log_every_n_steps=0, **variant.module)
     _trainer(1, 6, [timer]).fit(module, datamodule=data)
     return statistics.median(timer.durations[2:])
 
 
 def train_with_budget(
-    preset: str, overrides: dict[str, Any], data: UnpairedDataModule, photos: torch.Tensor, targets: torch.Tensor,
-    budget_s: float, epoch_steps: int, seed: int, hard_cap: bool = True,
+    variant: Variant, data: UnpairedDataModule, photos: torch.Tensor, targets: torch.Tensor,
+    budget_s: float, epoch_steps: int, seed: int, clock: Clock = time.perf_counter, hard_cap: bool = True,
 ) -> dict[str, Any]:
-    """Train ``preset`` + ``overrides`` for about ``budget_s`` seconds: every stage gets an equal share,
-    as a CycleGAN schedule (half constant, half linear decay) sized from the measured step time.
+    """Train ``variant`` for about ``budget_s`` seconds, each phase for its share of the budget, as a
+    CycleGAN schedule (half constant, half linear decay) sized from the phase's measured step time.
     ``hard_cap`` stops the run at 1.1x the budget should the step time drift (off in ``--quick``
-    mode, whose few steps must reach every stage even on a busy machine)."""
-    num_stages = len(overrides["stages"])
-    per_step = [seconds_per_step(preset, overrides, k, data) for k in range(1, num_stages + 1)]
+    mode, whose few steps must reach every phase even on a busy machine). ``clock`` measures the budget:
+    wall-clock, or the process's CPU time (which other work on the machine does not eat into)."""
+    per_step = [seconds_per_step(variant, phase, data, clock) for phase, _ in variant.split]
     schedule = []
-    for k, seconds in enumerate(per_step, start=1):
-        epochs = max(2, round(budget_s / num_stages / seconds / epoch_steps))
-        schedule.append(Phase(k, epochs=math.ceil(epochs / 2), decay_epochs=epochs // 2))
+    for (phase, share), seconds in zip(variant.split, per_step):
+        if share <= 0:
+            continue
+        epochs = max(2, round(budget_s * share / seconds / epoch_steps))
+        schedule.append(Phase(phase, epochs=math.ceil(epochs / 2), decay_epochs=epochs // 2))
     pl.seed_everything(seed, verbose=False)
-    module = SCANModule(preset, overrides, schedule=schedule, image_log_every_n_steps=0)
-    trace = QualityTrace(photos, targets, budget_s * 1.1 if hard_cap else math.inf)
+    module = SCANModule(variant.preset, variant.overrides, schedule=schedule, image_log_every_n_steps=0,
+                        **variant.module)
+    trace = QualityTrace(photos, targets, budget_s * 1.1 if hard_cap else math.inf, clock)
     _trainer(module.total_epochs, epoch_steps, [trace]).fit(module, datamodule=data)
     generator = module.model.G_ab.eval().cpu()
     x = torch.rand(1, 3, module.top_size, module.top_size) * 2 - 1
@@ -151,10 +256,25 @@ def train_with_budget(
         ms = statistics.median(latency(generator, x, bf16=False) for _ in range(20)) * 1e3
         cost = gflops(generator, x)
     return {
-        "seed": seed, "schedule": [vars(p) for p in schedule], "seconds_per_step": per_step, "trace": trace.trace,
-        "final": trace.trace[-1], "gflops": cost, "latency_ms": ms,
-        "params_m": sum(p.numel() for p in generator.parameters()) / 1e6,
+        "seed": seed, "stages": variant.num_stages, "schedule": [vars(p) for p in schedule],
+        "seconds_per_step": per_step, "trace": trace.trace, "final": trace.trace[-1], "gflops": cost,
+        "latency_ms": ms, "params_m": sum(p.numel() for p in generator.parameters()) / 1e6,
     }
+
+
+def _run(spec: str, seed: int, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """One training run, in this process or a worker (which sets its own thread count)."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # one line per run is enough
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance.*LeafSpec.*")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    photos, targets = load_heldout(args.data, args.size)
+    data = UnpairedDataModule(root=str(args.data), size=args.size, batch_size=4, num_workers=0)
+    variant = parse_variant(spec, args.width, args.size)
+    run = train_with_budget(variant, data, photos, targets, args.budget, args.epoch_steps, seed,
+                            clock=CLOCKS[args.clock], hard_cap=not args.quick)
+    return spec, run
 
 
 def _mean_spread(values: list[float], digits: int) -> str:
@@ -163,55 +283,65 @@ def _mean_spread(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
 
 
-def table(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], args: argparse.Namespace) -> str:
+def _split_text(run: dict[str, Any]) -> str:
+    """The schedule's phases and their epochs, e.g. ``1:12 2:8 joint:4``."""
+    return " ".join(f"{p['stage']}:{p['epochs'] + p['decay_epochs']}" for p in run["schedule"])
+
+
+def table(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], meta: dict[str, Any]) -> str:
     lines = [
-        f"Demo set, {len(args.seeds)} seed(s) each, {args.budget:.0f} s training per run, width {args.width}, "
-        f"top size {args.size}; mean ± half the range over seeds.",
+        f"Demo set, mapping `{meta['mapping']}`, {len(meta['seeds'])} seed(s) each, {meta['budget_s']:.0f} s "
+        f"({meta['clock']} clock) training per run ({meta['threads']} thread(s) per run, {meta['jobs']} run(s) at a time), width {meta['width']}, "
+        f"top size {meta['size']}; mean ± half the range over seeds. Stage 1 is scored upsampled to the top size.",
         "",
-        "| model | stages | PSNR (dB) | SSIM | best PSNR in run | stage-1 PSNR | trained s | steps | params (M) "
-        f"| GFLOPs @{args.size} | ms/image @{args.size} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| untranslated photo | - | {identity['psnr']:.2f} | {identity['ssim']:.3f} | | | | | | | |",
+        "| model | stages | phases (epochs) | PSNR (dB) | SSIM | stage-1 PSNR | stage 2 - stage 1 (dB) "
+        f"| trained s | steps | params (M) | GFLOPs @{meta['size']} | ms/image @{meta['size']} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| untranslated photo | - | - | {identity['psnr']:.2f} | {identity['ssim']:.3f} | | | | | | | |",
     ]
     for name, runs in results.items():
         finals = [r["final"] for r in runs]
-        stage1 = [max((p for p in r["trace"] if p["stage"] == 1), key=lambda p: p["trained_s"])["psnr"] for r in runs]
+        stacked = runs[0]["stages"] > 1
+        stage1 = [f["stage_psnr"][0] for f in finals]
+        gain = [f["stage_psnr"][-1] - f["stage_psnr"][0] for f in finals]
         lines.append(
-            f"| {name} | {len(runs[0]['seconds_per_step'])} | {_mean_spread([f['psnr'] for f in finals], 2)} "
+            f"| {name} | {runs[0]['stages']} | {_split_text(runs[0])} | {_mean_spread([f['psnr'] for f in finals], 2)} "
             f"| {_mean_spread([f['ssim'] for f in finals], 3)} "
-            f"| {_mean_spread([max(p['psnr'] for p in r['trace']) for r in runs], 2)} "
-            f"| {_mean_spread(stage1, 2) if len(runs[0]['seconds_per_step']) > 1 else '-'} "
+            f"| {_mean_spread(stage1, 2) if stacked else '-'} | {_mean_spread(gain, 2) if stacked else '-'} "
             f"| {statistics.mean(f['trained_s'] for f in finals):.0f} | {statistics.mean(f['steps'] for f in finals):.0f} "
             f"| {runs[0]['params_m']:.3f} | {runs[0]['gflops']:.3f} | {statistics.mean(r['latency_ms'] for r in runs):.1f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], path: Path) -> None:
+def plot(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], meta: dict[str, Any],
+         path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (name, runs), colour in zip(results.items(), ("tab:gray", "tab:blue", "tab:red", "tab:orange")):
+    colours = plt.get_cmap("tab10").colors
+    for (name, runs), colour in zip(results.items(), colours):
         for i, run in enumerate(runs):
             t = [p["trained_s"] for p in run["trace"]]
             for ax, metric in zip(axes, ("psnr", "ssim")):
                 ax.plot(t, [p[metric] for p in run["trace"]], color=colour, alpha=0.85, linewidth=1.4,
                         label=name if i == 0 else None)
                 stage1 = [(p["trained_s"], p[metric]) for p in run["trace"] if p["stage"] == 1]
-                if len(run["seconds_per_step"]) > 1 and stage1:  # mark the stacked model's stage-1 part
+                if run["stages"] > 1 and stage1:  # mark the stacked model's stage-1 part
                     ax.plot(*zip(*stage1), linestyle="none", marker="o", markersize=3, color=colour)
     for ax, metric, unit in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
         ax.axhline(identity[metric], color="black", linestyle="--", linewidth=1, label="untranslated photo")
         ax.set_xlabel("training time (s)")
-        ax.set_ylabel(f"held-out {unit} vs. true cartoon")
+        ax.set_ylabel(f"held-out {unit} vs. true answer")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Quality vs. training time on the demo set (dots: the stacked models' stage 1, upsampled)")
+    fig.suptitle(f"Quality vs. training time, mapping '{meta['mapping']}' at {meta['size']} px "
+                 "(dots: the stacked models' stage 1, upsampled)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -222,55 +352,69 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=8, help="ngf/ndf of every network")
     parser.add_argument("--size", type=int, default=64, help="top resolution")
     parser.add_argument("--epoch-steps", type=int, default=25, help="steps per (short) epoch, between scores")
-    parser.add_argument("--variants", nargs="+", default=None, help="a subset of the models (default: all)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="models to train (default: the reported five); a design-search model is a name with "
+                             f"knobs, e.g. 'scan[split=0.6/0.2/0.2,alpha0=0.5]'; knobs: {', '.join(KNOBS)}")
     parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
                         help="the demo set's domain B: cartoon (local) or reshape (a global change of shape too)")
     parser.add_argument("--data", type=Path, default=None,
-                        help="demo set (built if missing; default: results/quality_data_<mapping>)")
+                        help="demo set (built if missing; default: results/quality_data_<mapping>_<size>)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time; with --threads 1 and 2 jobs a 2-core machine does ~1.5-2x the work")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="what the budget measures: wall-clock, or each run's CPU time (use with --threads 1; "
+                             "other work on the machine then barely changes the result)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a few seconds per run, to check the script")
     args = parser.parse_args()
     train_count, test_count = 300, 64
-    if args.quick:
+    if args.quick:  # toy scale: one seed, 4 channels, at most 64 px, 1.5 s per run
         args.budget, args.seeds, args.width, args.epoch_steps = 1.5, args.seeds[:1], 4, 2
+        args.size, args.jobs = min(args.size, 64), 1
         train_count, test_count = 16, 4
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # one line per run is enough
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*isinstance.*LeafSpec.*")
-    args.data = args.data or RESULTS / f"quality_data_{args.mapping}"
+    chosen = args.variants or list(variants(args.width, args.size))
+    for spec in chosen:
+        try:
+            parse_variant(spec, args.width, args.size)
+        except ValueError as error:
+            parser.error(str(error))
+    args.data = args.data or RESULTS / f"quality_data_{args.mapping}_{args.size}"
     if not (args.data / "trainA").exists():
         build_demo_set(args.data, train=train_count, test=test_count, size=args.size + args.size // 8,
                        mapping=args.mapping)
     photos, targets = load_heldout(args.data, args.size)
     identity = score(photos, targets)
-    data = UnpairedDataModule(root=str(args.data), size=args.size, batch_size=4, num_workers=0)
 
-    models = variants(args.width, args.size)
-    chosen = args.variants or list(models)
-    unknown = set(chosen) - set(models)
-    if unknown:
-        parser.error(f"unknown variant(s) {sorted(unknown)}; valid: {', '.join(models)}")
-    results: dict[str, list[dict[str, Any]]] = {}
-    for name in chosen:
-        preset, overrides = models[name]
-        for seed in args.seeds:
-            run = train_with_budget(preset, overrides, data, photos, targets, args.budget, args.epoch_steps, seed,
-                                    hard_cap=not args.quick)
-            results.setdefault(name, []).append(run)
+    results: dict[str, list[dict[str, Any]]] = {spec: [] for spec in chosen}
+    tasks = [(spec, seed) for spec in chosen for seed in args.seeds]
+    spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch thread pools
+    with ProcessPoolExecutor(args.jobs, mp_context=spawn) if args.jobs > 1 else nullcontext() as pool:
+        if pool is None:
+            finished = (_run(spec, seed, args) for spec, seed in tasks)
+        else:
+            finished = (f.result() for f in as_completed(pool.submit(_run, spec, seed, args) for spec, seed in tasks))
+        for spec, run in finished:
+            results[spec].append(run)
             f = run["final"]
-            print(f"{name:14s} seed {seed}: PSNR {f['psnr']:.2f} dB, SSIM {f['ssim']:.3f} after "
+            print(f"{spec:14s} seed {run['seed']}: PSNR {f['psnr']:.2f} dB, SSIM {f['ssim']:.3f} after "
                   f"{f['trained_s']:.0f} s ({f['steps']} steps)", flush=True)
+    for runs in results.values():
+        runs.sort(key=lambda r: r["seed"])
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    markdown = table(results, identity, args)
+    meta = {"mapping": args.mapping, "budget_s": args.budget, "clock": args.clock, "seeds": args.seeds, "width": args.width,
+            "size": args.size, "heldout_images": len(photos), "jobs": args.jobs,
+            "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    stem = args.out / f"quality-{args.mapping}-{args.size}"
+    markdown = table(results, identity, meta)
     print("\n" + markdown)
-    (args.out / "quality.md").write_text(markdown)
-    plot(results, identity, args.out / "quality.png")
-    meta = {"mapping": args.mapping, "budget_s": args.budget, "seeds": args.seeds, "width": args.width, "size": args.size,
-            "heldout_images": len(photos), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
-    (args.out / "quality.json").write_text(json.dumps({"meta": meta, "identity": identity, "results": results}, indent=1))
-    print(f"wrote {args.out / 'quality.md'}, {args.out / 'quality.png'} and {args.out / 'quality.json'}")
+    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
+    plot(results, identity, meta, stem.with_suffix(".png"))
+    report = json.dumps({"meta": meta, "identity": identity, "results": results}, indent=1)
+    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(report))
+    print(f"wrote {stem}.md, .png and .json")
 
 
 if __name__ == "__main__":

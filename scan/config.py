@@ -110,12 +110,17 @@ class LossConfig:
         lambda_cycle: weight of the cycle L1 loss (CycleGAN's lambda_A = lambda_B).
         lambda_identity: weight of the identity loss, as a fraction of ``lambda_cycle``.
         pool_size: fakes kept per image pool for the discriminator (0 disables the pool).
+        lambda_coarse: weight of the coarse-consistency loss of a stage k > 1: the L1 distance between
+            its output, downsampled to stage k - 1's resolution, and stage k - 1's output. It keeps a
+            refining stage from redrawing what the stage below (which saw the whole image at a size
+            where global changes are small) already got right, and leaves it the detail to add.
     """
 
     gan_mode: str = "lsgan"
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
+    lambda_coarse: float = 0.0
 
     def __post_init__(self) -> None:
         components.get_gan_loss(self.gan_mode)  # an unknown mode fails here, listing the registered ones

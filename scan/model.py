@@ -141,6 +141,11 @@ class SCAN(nn.Module):
             terms["idt_b"] = F.l1_loss(self.G_ab(real_b, upto=stage).final, real_b)
             terms["idt_a"] = F.l1_loss(self.G_ba(real_a, upto=stage).final, real_a)
             loss = loss + cfg.lambda_cycle * cfg.lambda_identity * (terms["idt_a"] + terms["idt_b"])
+        if cfg.lambda_coarse > 0 and stage > 1:
+            # A refining stage keeps the stage below's result at that stage's resolution (see LossConfig).
+            terms["coarse_ab"] = F.l1_loss(downsample(fake_b), stack_ab.outputs[-2].detach())
+            terms["coarse_ba"] = F.l1_loss(downsample(fake_a), stack_ba.outputs[-2].detach())
+            loss = loss + cfg.lambda_coarse * (terms["coarse_ab"] + terms["coarse_ba"])
         terms = {name: value.detach() for name, value in terms.items()}
         terms["G_total"] = loss.detach()
         return GeneratorStep(

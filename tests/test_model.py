@@ -132,6 +132,36 @@ def test_generator_loss_weights_cycle_and_identity_as_documented():
     assert all(abs(step.loss.item() - w.item()) > 1e-2 for w in wrong)
 
 
+def test_coarse_consistency_ties_a_refining_stage_to_the_stage_below():
+    """lambda_coarse adds L1(downsample(stage-2 output), stage-1 output) per direction at stage 2, and
+    nothing at stage 1."""
+    torch.manual_seed(4)
+    lambda_coarse = 2.5
+    model = scan.create_model("tiny", loss={"lambda_identity": 0.0, "lambda_coarse": lambda_coarse})
+    a, b = torch.rand(2, 1, 3, 64, 64) * 2 - 1
+    assert "coarse_ab" not in model.generator_step(downsample(a), downsample(b), stage=1).terms
+    step = model.generator_step(a, b, stage=2)
+    with torch.no_grad():
+        ab, ba = model.G_ab(a), model.G_ba(b)
+        coarse_ab = (downsample(ab.final) - ab.outputs[0]).abs().mean()
+        coarse_ba = (downsample(ba.final) - ba.outputs[0]).abs().mean()
+    assert coarse_ab > 0.01 and coarse_ba > 0.01  # untrained: the stages disagree
+    assert step.terms["coarse_ab"].item() == pytest.approx(coarse_ab.item(), rel=1e-5)
+    t = step.terms
+    without = t["G_ab_gan"] + t["G_ba_gan"] + 10.0 * (t["cycle_a"] + t["cycle_b"])
+    assert step.loss.item() == pytest.approx((without + lambda_coarse * (coarse_ab + coarse_ba)).item(), rel=1e-5)
+
+    # Switching the term on changes what stage 2 learns.
+    def stage2_gradients(weight: float) -> list[torch.Tensor]:
+        model.config.loss.lambda_coarse = weight
+        model.zero_grad()
+        model.generator_step(a, b, stage=2).loss.backward()
+        return [p.grad.clone() for p in model.G_ab.stages[1].parameters()]
+
+    off, on = stage2_gradients(0.0), stage2_gradients(lambda_coarse)
+    assert not all(torch.allclose(g_off, g_on, atol=1e-7) for g_off, g_on in zip(off, on))
+
+
 @pytest.mark.parametrize("mode", ["lsgan", "vanilla", "hinge"])
 def test_gan_loss_prefers_the_right_answer(mode):
     high, low = torch.full((4,), 0.9), torch.full((4,), 0.1)

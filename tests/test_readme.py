@@ -163,15 +163,20 @@ def _check_benchmark(words: list[str]) -> None:
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     if script.stem == "quality":
-        report = json.loads((out / "quality.json").read_text())
-        assert set(report["results"]) == {"cyclegan", "cyclegan+skip", "scan", "scan-fixed"}
+        mapping = words[words.index("--mapping") + 1] if "--mapping" in words else "cartoon"
+        (report_path,) = out.glob(f"quality-{mapping}-*.json")
+        report = json.loads(report_path.read_text())
+        assert report["meta"]["mapping"] == mapping
+        assert set(report["results"]) == {"cyclegan", "cyclegan+skip", "scan", "scan-nojoint", "scan-fixed"}
         (scan_run,) = report["results"]["scan"]
-        assert scan_run["trace"][0]["stage"] == 1 and scan_run["trace"][-1]["stage"] == 2
+        assert [p["phase"] for p in scan_run["trace"]][::len(scan_run["trace"]) - 1] == ["1", "joint"]
+        assert {p["stage"] for p in scan_run["trace"]} == {1, 2}
         assert all(p["psnr"] > 0 and -1 <= p["ssim"] <= 1 for p in scan_run["trace"])
+        assert len(scan_run["final"]["stage_psnr"]) == 2 and scan_run["final"]["stage_psnr"][-1] == scan_run["final"]["psnr"]
         assert scan_run["gflops"] > 0 and scan_run["latency_ms"] > 0
-        table = (out / "quality.md").read_text()
+        table = report_path.with_suffix(".md").read_text()
         assert "| untranslated photo |" in table and "| scan | 2 |" in table and "| cyclegan | 1 |" in table
-        assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert report_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         return
     rows = json.loads(Path(f"{out}.json").read_text())["rows"]
     assert rows, f"{words[1]} wrote no rows"
