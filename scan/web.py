@@ -100,9 +100,11 @@ class Models:
         self.translators: dict[tuple[str, str], Translator] = {}
         for label, path in zip(labels, checkpoints):
             model = load_model(path)
+            first = Translator(model, DIRECTIONS[0], device, precision)
+            first.landmark_backend(landmarks)  # loaded now: the first photo is as quick as the others
             for direction in DIRECTIONS:
-                translator = Translator(model, direction, device, precision)
-                translator.landmark_backend(landmarks)  # loaded now: the first photo is as quick as the others
+                translator = first if direction == DIRECTIONS[0] else Translator(model, direction, device, precision)
+                translator._backends = first._backends  # one copy of the landmark model per checkpoint
                 self.translators[label, direction] = translator
         self.labels = labels
 
