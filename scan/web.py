@@ -206,8 +206,8 @@ def translate_photo(
 
 
 def _examples(folder: Path) -> list[list[str]]:
-    """The example inputs: scikit-image's astronaut (a portrait) and three held-out photos of the
-    offline demo set (aligned crops already), written into ``folder``."""
+    """The example inputs, written into ``folder``: scikit-image's astronaut (a portrait) and three
+    held-out photos drawn as the offline demo set draws them (aligned crops already)."""
     from skimage import data as skdata
 
     from scan.datasets.demo import build_demo_set
