@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     print("  heldout.png            held-out photos translated, stage by stage, next to their true cartoons")
     print("  model.pt               the trained model, for infer.py and scan-export")
     print(f"To watch the training run:  {tensorboard_cmd} --logdir {out}/tensorboard")
+    web = Path(sys.executable).with_name("scan-web")  # the web extra, which make installs
+    print(f"To try the model in a web page (http://127.0.0.1:7860):  {_relative(web) if web.exists() else 'scan-web'} "
+          f"--checkpoint {out}/model.pt")
     return 0
 
 

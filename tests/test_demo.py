@@ -64,6 +64,7 @@ def test_readme_demo_command_runs_end_to_end_scaled_down(tmp_path):
     accumulator.Reload()
     assert {"val/stage1/psnr_a2b", "val/stage2/psnr_a2b"} <= set(accumulator.Tags()["scalars"])
     assert f"--logdir {out}/tensorboard" in result.stdout
+    assert f"scan-web --checkpoint {out}/model.pt" in result.stdout  # the page, on the model just trained
     assert "$ python train.py fit --config configs/demo.yaml" in result.stdout
     assert "$ python infer.py --checkpoint" in result.stdout
 

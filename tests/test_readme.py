@@ -1,6 +1,7 @@
 """The README's commands and code still work: every shell command is recognised and its options
 parse; the inference, alignment and export commands run for real on stand-in files (a `tiny` model,
-the astronaut as the selfie); the TensorBoard command reads a real (tiny) run's event files and finds
+the astronaut as the selfie); `scan-web` loads its models and builds its page (tests/test_web.py serves
+it); the TensorBoard command reads a real (tiny) run's event files and finds
 the tags the README names; each benchmark command runs in its `--quick` mode and writes its results;
 training commands, which need real data sets, are parsed only (what they do is tested in
 test_training.py and run by the demo); every Python block runs, and the YAML shown is the shipped
@@ -105,6 +106,11 @@ def _check(words: list[str]) -> None:
         import scan.export
 
         _parses_and_runs(scan.export, words[1:])
+    elif program == "scan-web":  # it serves until stopped: load its models and build its page only
+        import scan.web
+
+        args = scan.web.build_parser().parse_args(words[1:])
+        scan.web.build_app(scan.web.Models(args.checkpoint, args.device, args.precision, args.landmarks))
     elif program == "tensorboard":
         _check_tensorboard(words)
     elif program == "python -m" and words[2] == "scan.datasets.demo":
@@ -201,6 +207,7 @@ def test_the_readme_shows_the_commands_this_file_checks():
     benchmarks = {w[1] for w in shell_commands() if w[1:2] and w[1].startswith("benchmarks/")}
     assert benchmarks == {f"benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("*.py")}  # each one shown
     assert sum(w[:2] == ["make", "demo"] for w in shell_commands()) >= 1
+    assert "scan-web" in programs
 
 
 # The benchmark commands run their scripts (tens of seconds each): `slow`.
