@@ -148,7 +148,8 @@ def build_demo_set(
     out_dir: str | Path, train: int = 300, test: int = 16, size: int = 72, seed: int = 0, mapping: str = "cartoon"
 ) -> Path:
     """Write the demo set in CycleGAN layout: ``trainA/``, ``trainB/``, ``testA/``, ``testB/`` and
-    ``testA_target/`` (the true translation of each ``testA`` image, same file names).
+    ``testA_target/`` (the true translation of each ``testA`` image, same file names), and
+    ``preview.png``, a picture of the mapping on the first held-out photos.
 
     Args:
         out_dir: destination; must not already hold a demo set (nothing is overwritten).
@@ -184,7 +185,23 @@ def build_demo_set(
     _save(test_a, out / "testA")
     _save(to_b(test_a), out / "testA_target")
     _save(to_b(test_b_photo), out / "testB")
+    _save_preview(test_a[:4], mapping, out / "preview.png")
     return out
+
+
+def _save_preview(photos: Tensor, mapping: str, path: Path) -> None:
+    """A picture of the mapping, one row per held-out photo: the photo, the photo with a grid, (for
+    ``reshape``: that grid after the change of shape,) and the true answer."""
+    from scan.imageops import make_grid
+
+    step = max(4, photos.shape[-1] // 8)
+    gridded = photos.clone()
+    gridded[..., ::step, :] = gridded[..., :, ::step] = 1.0
+    columns = [photos, gridded] + ([reshape(gridded)] if mapping == "reshape" else []) + [MAPPINGS[mapping](photos)]
+    grid = make_grid([list(row) for row in zip(*columns)])
+    array = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array)
+    save_image(picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST), path)
 
 
 def load_heldout(root: str | Path, size: int) -> tuple[Tensor, Tensor]:
@@ -227,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         build_demo_set(args.out_dir, args.train, args.test, args.size, args.seed, args.mapping)
-        print(f"demo set written to {args.out_dir} (trainA/, trainB/, testA/, testA_target/, testB/)")
+        print(f"demo set written to {args.out_dir} (trainA/, trainB/, testA/, testA_target/, testB/; preview.png "
+              "shows the mapping)")
         return 0
 
     return run_command(run, args.debug)

@@ -208,3 +208,13 @@ def test_reshape_mapping_changes_shape_not_colour_and_its_answers_line_up(tmp_pa
     assert (MAPPINGS["cartoon"](photos_a) - targets).abs().mean() > 2 * answer_error  # ...not the plain cartoon
     with pytest.raises(InputError, match="unknown mapping 'anime'; valid: cartoon, reshape"):
         build_demo_set(tmp_path / "other", mapping="anime")
+
+    # preview.png: one row per held-out photo (up to 4), 2x; photo, gridded photo, reshaped grid, answer.
+    cell = 2 * (40 + 2)  # a 40 px crop and its 2 px padding, doubled
+    with Image.open(root / "preview.png") as preview:
+        assert preview.size == (4 * cell + 4, 3 * cell + 4)
+        top_left = np.asarray(preview.convert("RGB"))[4:84:2, 4:84:2]  # the first photo, at 1x
+    assert np.abs(top_left.astype(int) - np.array(Image.open(root / "testA" / "0000.png"))).max() <= 1
+    plain = build_demo_set(tmp_path / "plain", train=1, test=1, size=40)
+    with Image.open(plain / "preview.png") as preview:
+        assert preview.size == (3 * cell + 4, cell + 4)  # no reshaped grid for the cartoon mapping

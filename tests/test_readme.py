@@ -173,9 +173,10 @@ def _check_benchmark(words: list[str]) -> None:
         (report_path,) = out.glob(f"quality-{mapping}-*.json")
         report = json.loads(report_path.read_text())
         assert report["meta"]["mapping"] == mapping
-        assert set(report["results"]) == {"cyclegan", "cyclegan+skip", "scan", "scan-nojoint", "scan-fixed"}
+        assert set(report["results"]) == {"cyclegan", "cyclegan+skip", "scan", "scan+joint", "scan-fixed"}
+        (joint_run,) = report["results"]["scan+joint"]
+        assert [p["phase"] for p in joint_run["trace"]][::len(joint_run["trace"]) - 1] == ["1", "joint"]
         (scan_run,) = report["results"]["scan"]
-        assert [p["phase"] for p in scan_run["trace"]][::len(scan_run["trace"]) - 1] == ["1", "joint"]
         assert {p["stage"] for p in scan_run["trace"]} == {1, 2}
         assert all(p["psnr"] > 0 and -1 <= p["ssim"] <= 1 for p in scan_run["trace"])
         assert len(scan_run["final"]["stage_psnr"]) == 2 and scan_run["final"]["stage_psnr"][-1] == scan_run["final"]["psnr"]
