@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     video = p.add_argument_group("video (see scan/video.py)")
     video.add_argument("--detect-every", type=positive_int, default=10, metavar="N",
                        help="frames between face detections; landmarks are tracked in between")
-    video.add_argument("--temporal-smoothing", type=_fraction, default=0.6, metavar="S",
+    video.add_argument("--temporal-smoothing", type=_fraction, default=0.7, metavar="S",
                        help="weight in [0, 1) of the previous frame's translation where the face did not change: "
                             "less flicker, a short lag on slow changes of light (0: off)")
     video.add_argument("--allow-no-face", action="store_true",

@@ -256,7 +256,7 @@ class Translator:
         min_score: float | None = None,
         fps: float = 25.0,
         detect_every: int = 10,
-        temporal: float = 0.6,
+        temporal: float = 0.7,
         fade_frames: int = 6,
     ) -> Iterator[PortraitResult]:
         """Translate the faces of a video, frame by frame, lazily (one frame in memory at a time).

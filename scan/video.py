@@ -6,7 +6,7 @@ The pieces :meth:`scan.translator.Translator.video` and ``infer.py`` put togethe
     frames = read_video(path)                      # an iterator of (H, W, 3) uint8 frames
     tracker = FaceTracker(backend, faces="all")    # detect every N frames, track between, smooth
     faces = tracker.update(frame)                  # per frame: tracks with steady landmarks, opacity
-    out = temporal_blend(new, previous, crop, previous_crop, strength=0.6)
+    out = temporal_blend(new, previous, crop, previous_crop, strength=0.7)
     write_video(path, frames, fps, audio_from=source)
 
 PyAV (``pip install 'scan-gan[video]'``) brings FFmpeg inside its wheel; it is imported only when a
@@ -484,8 +484,10 @@ class FaceTracker:
         min_score: detection threshold (default: the backend's).
         min_confidence: a track whose thumbnail correlation falls below this triggers a detection.
         fade_frames: frames over which a face fades in or out (0: it pops).
-        min_cutoff, beta: the one-euro filter's settings (see :class:`OneEuroFilter`; ``beta`` in
-            face sizes per second).
+        min_cutoff, beta, d_cutoff: the one-euro filter's settings (see :class:`OneEuroFilter`;
+            ``beta`` per face size per second). The defaults keep a still face within a few
+            hundredths of a pixel and follow a face crossing its own width in a second with a lag of
+            about a frame.
     """
 
     def __init__(
@@ -498,7 +500,8 @@ class FaceTracker:
         min_confidence: float = 0.6,
         fade_frames: int = 6,
         min_cutoff: float = 1.0,
-        beta: float = 2.0,
+        beta: float = 4.0,
+        d_cutoff: float = 3.0,
     ) -> None:
         if faces not in FACE_MODES:
             raise ValueError(f"faces must be one of {FACE_MODES}, got {faces!r}")
@@ -507,7 +510,7 @@ class FaceTracker:
                              f"{fade_frames}, {fps}")
         self.backend, self.faces, self.detect_every = backend, faces, detect_every
         self.dt, self.min_score, self.min_confidence = 1.0 / fps, min_score, min_confidence
-        self.fade_frames, self.min_cutoff, self.beta = fade_frames, min_cutoff, beta
+        self.fade_frames, self.min_cutoff, self.beta, self.d_cutoff = fade_frames, min_cutoff, beta, d_cutoff
         self.tracks: list[TrackedFace] = []
         self.index = -1
         self.detections = 0
@@ -610,7 +613,7 @@ class FaceTracker:
                 id=self._next_id, landmarks=f.landmarks, raw=f.landmarks,
                 weight=1.0 if self.index == 0 or not self.fade_frames else 0.0,
                 box_shape=_box_shape(f), reference=_thumbnail(pixels, f.landmarks),
-                smoother=OneEuroFilter(self.min_cutoff, self.beta), scale=max(f.size, 1.0),
+                smoother=OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff), scale=max(f.size, 1.0),
             )
             self._next_id += 1
             self.tracks.append(track)
@@ -637,7 +640,7 @@ def _box_shape(face: Face) -> np.ndarray:
 
 def temporal_blend(
     output: Tensor, previous: Tensor | None, crop: Tensor, previous_crop: Tensor | None,
-    strength: float = 0.6, tolerance: float = 0.12, reset_fraction: float = 0.5,
+    strength: float = 0.7, tolerance: float = 0.15, reset_fraction: float = 0.5,
 ) -> tuple[Tensor, bool]:
     """Blend a translated crop with the previous frame's (already blended) one, in aligned crop space.
 
