@@ -174,7 +174,7 @@ def _find_inputs(folder: Path) -> list[Path]:
     kinds = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
     files = sorted(p for p in folder.glob("**/*") if p.suffix.lower() in kinds and p.is_file())
     if not files:
-        raise InputError(f"{folder}: no image or video files ({', '.join(kinds)})")
+        raise InputError(f"{folder}: no image files or videos ({', '.join(kinds)})")
     return files
 
 

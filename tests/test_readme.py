@@ -194,6 +194,8 @@ def _check_benchmark(words: list[str]) -> None:
         assert all(v > 0 for v in flicker.values())
         assert {r["method"] for r in rows if r["kind"] == "jitter"} == {"per-frame", "ours"}
         assert all(r["fps"] > 0 for r in rows if r["kind"] == "speed")
+        (parts,) = [r for r in rows if r["kind"] == "parts"]  # each step of a frame timed alone
+        assert all(ms > 0 for ms in parts["ms"].values()) and parts["ours_fps"] > 0
         assert "| ours |" in Path(f"{out}.md").read_text()
         assert Path(f"{out}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     elif script.stem == "infer_latency":  # every engine, every part of the pipeline timed
