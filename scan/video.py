@@ -150,8 +150,9 @@ def read_video(path: str | os.PathLike[str], audio: Callable[[Any], None] | None
         RGB ``uint8`` frames, :math:`(H, W, 3)`.
 
     Raises:
-        InputError: the file cannot be opened or decoded, or holds no frame. A truncated file
-            yields the frames before the damage (FFmpeg cannot tell a cut file from a short one).
+        InputError: the file cannot be opened or decoded, or holds no frame. A truncated MP4 or
+            MOV (cut before its index, which is written last) cannot be opened; a truncated stream
+            format (MKV, WebM, AVI) yields the frames before the damage, as a player shows them.
     """
     path = Path(path)
     av = _av()

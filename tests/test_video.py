@@ -92,6 +92,7 @@ def test_infer_on_a_clip_keeps_frames_size_rate_and_sound(files, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left
 
 
+@pytest.mark.slow
 def test_webm_output_and_a_folder_of_images_and_videos(files, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -112,6 +113,7 @@ def test_webm_output_and_a_folder_of_images_and_videos(files, tmp_path, capsys):
 # -------------------------------------------------------------------------------- Translator.video
 
 
+@pytest.mark.slow
 def test_video_tracks_one_identity_passes_faceless_frames_through_and_fades(translator):
     blank = np.full((SIDE, SIDE, 3), 128, np.uint8)
     clip = [face_frame(i) for i in range(5)] + [blank, blank] + [face_frame(i) for i in range(5, 12)]
