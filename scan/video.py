@@ -114,8 +114,9 @@ def _open(path: Path) -> Any:
 def _info(path: Path, container: Any) -> VideoInfo:
     stream = container.streams.video[0]
     ctx = stream.codec_context
-    if ctx is None or not ctx.width or not ctx.height:
-        raise InputError(f"{path}: cannot decode its video (codec {stream.codec.name if stream.codec else '?'})")
+    if ctx is None or not ctx.width or not ctx.height:  # PyAV gives no decoder context for an unknown codec
+        name = ctx.name if ctx is not None else "unknown to this FFmpeg"
+        raise InputError(f"{path}: cannot decode its video (codec {name})")
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     frames = int(stream.frames or 0)
     if not frames and stream.duration and stream.time_base:

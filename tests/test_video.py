@@ -234,7 +234,7 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("kind", ["junk", "truncated", "no frames"])
+@pytest.mark.parametrize("kind", ["junk", "truncated", "no frames", "unknown codec"])
 def test_unreadable_truncated_and_empty_clips_are_refused(files, tmp_path, capsys, kind):
     bad = tmp_path / "bad.mp4"
     if kind == "junk":
@@ -242,14 +242,24 @@ def test_unreadable_truncated_and_empty_clips_are_refused(files, tmp_path, capsy
     elif kind == "truncated":  # an MP4's index is at its end: a cut file cannot be read
         whole = (files / "clip.mp4").read_bytes()
         bad.write_bytes(whole[: len(whole) // 2])
-    else:
+    elif kind == "no frames":
         with av.open(str(bad), "w") as out:
             stream = out.add_stream("libx264", rate=25)
             stream.width = stream.height = 64
             out.start_encoding()
+    else:  # an AVI whose video is tagged with a codec no FFmpeg knows
+        bad = tmp_path / "bad.avi"
+        with av.open(str(bad), "w") as out:
+            stream = out.add_stream("mpeg4", rate=25)
+            stream.width = stream.height = 64
+            for i in range(3):
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 40 * i, np.uint8), "rgb24")))
+            out.mux(stream.encode(None))
+        bad.write_bytes(bad.read_bytes().replace(b"FMP4", b"QQQQ"))
     target = tmp_path / "out.mp4"
     assert run_cli(files, bad, target) == 2
-    assert "bad.mp4" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert bad.name in line and ("codec unknown" in line) == (kind == "unknown codec")
     assert not target.exists() and not list(tmp_path.glob(".out*"))
 
 
