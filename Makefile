@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,dlib,onnx,bench,web]"
+	$(BIN)/python -m pip install -q -e ".[dev,dlib,onnx,bench,web,video]"
 	touch $(STAMP)
 
 DEMO_OUT ?= demo_output

@@ -2,6 +2,7 @@
 
     python infer.py --checkpoint model.pt --input me.jpg --output me_anime.png
     python infer.py --checkpoint model.pt --input photos/ --output out/ --faces all --save-stages strips/
+    python infer.py --checkpoint model.pt --input clip.mp4 --output clip_anime.mp4 --save-stages strips/
 """
 
 from __future__ import annotations
@@ -12,17 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from torch import Tensor
 from tqdm import tqdm
 
 from scan.align import MASKS, MAX_DETECT_SIDE, NoFaceError
 from scan.align.crop import TEMPLATES
 from scan.align.landmarks import BACKENDS, FACE_MODES
-from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
-from scan.errors import InputError, add_debug_flag, each_carrying_on, one_line, report_failures, run_command
+from scan.datasets.images import IMAGE_EXTENSIONS, load_image
+from scan.errors import (
+    InputError,
+    add_debug_flag,
+    each_carrying_on,
+    one_line,
+    positive_int,
+    report_failures,
+    run_command,
+)
 from scan.imageops import heatmap, labelled_strip
 from scan.model import DIRECTIONS
 from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
 from scan.translator import PortraitResult, Translator
+from scan.video import VIDEO_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, is_video, probe_video
 
 __all__ = ["main", "build_parser", "stage_strip"]
 
@@ -39,8 +50,10 @@ class Job:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infer.py", description="Translate portraits with a trained scan model.")
     p.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint (.pt/.ckpt)")
-    p.add_argument("--input", required=True, type=Path, help="an image, or a folder of images (searched recursively)")
-    p.add_argument("--output", required=True, type=Path, help="output image (single input) or folder")
+    p.add_argument("--input", required=True, type=Path,
+                   help="an image or video, or a folder of them (searched recursively)")
+    p.add_argument("--output", required=True, type=Path,
+                   help="output image or video (.mp4/.webm) for a single input, or a folder")
     p.add_argument("--direction", choices=DIRECTIONS, default="a2b")
     p.add_argument("--align", choices=(*TEMPLATES, "none"), default="ffhq",
                    help="crop template; 'none' for images that are already aligned crops")
@@ -51,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", choices=MASKS, default="square", help="paste-back mask")
     p.add_argument("--save-stages", type=Path, default=None, metavar="DIR",
                    help="write one PNG per input: aligned crop, every stage's output and alpha map")
+    video = p.add_argument_group("video (see scan/video.py)")
+    video.add_argument("--detect-every", type=positive_int, default=10, metavar="N",
+                       help="frames between face detections; landmarks are tracked in between")
+    video.add_argument("--temporal-smoothing", type=_fraction, default=0.7, metavar="S",
+                       help="weight in [0, 1) of the previous frame's translation where the face did not change: "
+                            "less flicker, a short lag on slow changes of light (0: off)")
+    video.add_argument("--allow-no-face", action="store_true",
+                       help="a clip with no face in any frame is written unchanged instead of refused")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--overwrite", action="store_true",
@@ -59,18 +80,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def stage_strip(result: PortraitResult) -> Image.Image:
-    """Per face: the aligned crop, each stage's output, each stage's alpha map, labelled."""
+def _fraction(text: str) -> float:
+    """An argparse type: a number in ``[0, 1)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1)")
+    return value
+
+
+def stage_rows(result: PortraitResult, label: str = "input crop") -> list[list[tuple[str, Tensor]]]:
+    """Per face: the aligned crop (labelled ``label``), each stage's output, each stage's alpha map."""
     rows = []
     for face in result.faces:
-        row = [("input crop", face.crop)]
+        row = [(label, face.crop)]
         row += [(f"stage {k}", out) for k, out in enumerate(face.stages, start=1)]
         row += [(f"alpha {k}", heatmap(a)) for k, a in enumerate(face.alphas, start=1) if a is not None]
         rows.append(row)
-    return labelled_strip(rows)
+    return rows
+
+
+def stage_strip(result: PortraitResult) -> Image.Image:
+    """Per face: the aligned crop, each stage's output, each stage's alpha map, labelled."""
+    return labelled_strip(stage_rows(result))
 
 
 def _translate_one(translator: Translator, args: argparse.Namespace, job: Job) -> None:
+    if is_video(job.source):
+        from scan.video_cli import translate_video
+
+        translate_video(translator, args, job.source, job.target, job.strip)
+        return
     try:
         photo = load_image(job.source)
     except Exception as e:  # PIL raises many types for a bad file
@@ -100,11 +142,18 @@ def _plan(args: argparse.Namespace) -> list[Job]:
         raise InputError(f"{source}: no such file or folder")
     plan = OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite)
     if source.is_dir():
-        files = find_images(source)
+        files = _find_inputs(source)
         check_output_folder(output, source)
         stems = output_stems(files, source)
-        jobs = [Job(f, output / f"{stems[f]}.png",
+        jobs = [Job(f, output / f"{stems[f]}{'.mp4' if is_video(f) else '.png'}",
                     args.save_stages / f"{stems[f]}_stages.png" if args.save_stages else None) for f in files]
+    elif is_video(source):
+        target = output / f"{source.stem}.mp4" if output.is_dir() else output
+        if target.suffix.lower() not in VIDEO_OUTPUT_EXTENSIONS:
+            raise InputError(f"--output {target}: a video is written as {' or '.join(VIDEO_OUTPUT_EXTENSIONS)}")
+        strip = args.save_stages / f"{source.stem}_stages.png" if args.save_stages else None
+        jobs = [Job(source, target, strip)]
+        probe_video(source)  # an unreadable clip fails now, before the model is loaded
     else:
         target = output / f"{source.stem}.png" if output.is_dir() else output
         if target.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -120,6 +169,15 @@ def _plan(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
+def _find_inputs(folder: Path) -> list[Path]:
+    """The images and videos under ``folder`` (by extension), sorted; each is handled by its kind."""
+    kinds = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    files = sorted(p for p in folder.glob("**/*") if p.suffix.lower() in kinds and p.is_file())
+    if not files:
+        raise InputError(f"{folder}: no image files or videos ({', '.join(kinds)})")
+    return files
+
+
 def _run(args: argparse.Namespace) -> int:
     jobs = _plan(args)
     translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
@@ -132,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     failures = each_carrying_on(tqdm(jobs, desc="translating", unit="image"),
                                 lambda job: _translate_one(translator, args, job), lambda job: job.source, args.debug)
     written = len(jobs) - len(failures)
-    print(f"wrote {written} image(s) to {args.output}")
+    print(f"wrote {written} file(s) to {args.output}")
     if failures:
         report_failures(failures, len(jobs))
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from scan.align import (
     paste_back,
     rounded_square_mask,
 )
+from scan.align.crop import quad_to_matrix, template_quad, warp_to_crops
 from scan.align.landmarks import LandmarkBackend, get_backend
 from scan.checkpoint import load_model
 from scan.datasets.images import to_rgb
@@ -27,6 +29,7 @@ from scan.errors import DeviceError, UserError
 from scan.generator import StackOutput
 from scan.imageops import as_model_input, model_to_pil, pil_to_model, pil_to_uint8
 from scan.model import SCAN
+from scan.video import FaceTracker, temporal_blend
 
 __all__ = ["Translator", "PortraitResult", "FaceResult", "NonFiniteOutputError", "resolve_device",
            "available_devices"]
@@ -78,6 +81,7 @@ class FaceResult:
         stages: every stage's output, coarse to fine.
         alphas: every stage's fusion map (``None`` for stage 1).
         aligned: detection and crop matrix; ``None`` when the input was an aligned image already.
+        track: in a video, the face's identity (the same number in every frame it is tracked).
     """
 
     crop: Tensor
@@ -85,6 +89,7 @@ class FaceResult:
     stages: list[Tensor] = field(default_factory=list)
     alphas: list[Tensor | None] = field(default_factory=list)
     aligned: AlignedFace | None = None
+    track: int | None = None
 
 
 @dataclass
@@ -241,6 +246,88 @@ class Translator:
         blended = paste_back(pixels, torch.stack([r.output for r in results]), matrices, masks)
         return PortraitResult(Image.fromarray(blended.permute(1, 2, 0).numpy(), "RGB"), results)
 
+    def video(
+        self,
+        frames: Iterable[Image.Image | np.ndarray],
+        align: str = "ffhq",
+        faces: str = "largest",
+        landmarks: str = "auto",
+        mask: str = "square",
+        min_score: float | None = None,
+        fps: float = 25.0,
+        detect_every: int = 10,
+        temporal: float = 0.7,
+        fade_frames: int = 6,
+    ) -> Iterator[PortraitResult]:
+        """Translate the faces of a video, frame by frame, lazily (one frame in memory at a time).
+
+        Faces are detected on the first frame and every ``detect_every`` frames (and at once when a
+        track loses its face), tracked in between, and their landmarks smoothed over time, so the
+        crop does not jitter (:class:`scan.video.FaceTracker`). Faces that appear or leave fade in
+        and out of the paste-back; frames without a face come out untouched. Each face's
+        translation is blended with its previous one in crop space where the input did not change
+        (``temporal``, :func:`scan.video.temporal_blend`), which removes most of the frame-to-frame
+        flicker at the price of a short lag on slow changes of colour or light.
+
+        Args:
+            frames: RGB frames: PIL images, or ``uint8`` arrays :math:`(H, W, 3)` (what
+                :func:`scan.video.read_video` yields).
+            align, faces, landmarks, mask, min_score: as for :meth:`portrait` (always pasted back).
+            fps: the clip's frame rate (the smoothing filter's time step).
+            detect_every: frames between full detections.
+            temporal: weight of the previous translation where nothing moved, in ``[0, 1)``; 0 turns
+                the colour smoothing off.
+            fade_frames: frames over which a face fades in or out (0: it pops).
+
+        Yields:
+            Per frame, a :class:`PortraitResult`: ``image`` the frame with its faces pasted back,
+            ``faces`` per face (with ``track``, its identity); no faces on a frame passed through.
+        """
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if not 0 <= temporal < 1:
+            raise ValueError(f"temporal must be in [0, 1), got {temporal}")
+        tracker = FaceTracker(self.landmark_backend(landmarks), faces, detect_every, fps, min_score,
+                              fade_frames=fade_frames)
+        square = rounded_square_mask(self.size)
+        for frame in frames:
+            array = _frame_array(frame)
+            tracks = tracker.update(array)
+            if not tracks:
+                yield PortraitResult(Image.fromarray(array, "RGB"), [])
+                continue
+            pixels = torch.from_numpy(array).permute(2, 0, 1)
+            matrices = np.stack([quad_to_matrix(template_quad(t.landmarks, align), self.size) for t in tracks])
+            crops = warp_to_crops(pixels, matrices, self.size)
+            results = self._face_results(crops, [AlignedFace(t.face, c, m) for t, c, m in zip(tracks, crops, matrices)])
+            for track, result in zip(tracks, results):
+                if track.fresh:
+                    track.state.clear()
+                    track.fresh = False
+                result.output, _ = temporal_blend(result.output, track.state.get("output"), result.crop,
+                                                  track.state.get("crop"), temporal)
+                track.state.update(output=result.output, crop=result.crop)
+                result.track = track.id
+            if mask == "hull":
+                masks = torch.stack([landmark_hull_mask(r.aligned.landmarks_in_crop, self.size)
+                                     for r in results if r.aligned is not None])
+            else:
+                masks = square.expand(len(results), 1, self.size, self.size)
+            weights = torch.tensor([t.weight for t in tracks], dtype=masks.dtype)
+            blended = paste_back(pixels, torch.stack([r.output for r in results]), matrices,
+                                 masks * weights[:, None, None, None])
+            yield PortraitResult(Image.fromarray(blended.permute(1, 2, 0).numpy(), "RGB"), results)
+
+
+def _frame_array(frame: Image.Image | np.ndarray) -> np.ndarray:
+    """A video frame as a writable RGB ``uint8`` ``(H, W, 3)`` array."""
+    if isinstance(frame, Image.Image):
+        return np.array(_as_rgb(frame))
+    array = np.asarray(frame)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise TypeError(f"expected RGB uint8 frames of shape (H, W, 3) or PIL images, got {array.dtype} "
+                        f"{array.shape}")
+    return array if array.flags.writeable and array.flags.c_contiguous else np.array(array)
 
 
 def _as_rgb(image: Image.Image) -> Image.Image:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -60,6 +61,10 @@ def workdir(tmp_path, monkeypatch):
         (tmp_path / folder).mkdir()
         selfie.save(tmp_path / folder / "astronaut.png")
     selfie.crop((150, 50, 300, 200)).save(tmp_path / "crop.png")
+    from scan.video import write_video  # a 4-frame clip of the selfie for the video commands
+
+    write_video(tmp_path / "clip.mp4", [np.asarray(selfie.crop((100 + 4 * i, 0, 420 + 4 * i, 320))) for i in range(4)],
+                25)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["README"])  # the entry points see only the README's arguments
     return tmp_path
@@ -195,6 +200,16 @@ def _check_benchmark(words: list[str]) -> None:
         expected = {(f"stage {k}", precision) for k in (1, 2) for precision in ("fp32", "bf16")}
         assert {(r["phase"], r["precision"]) for r in rows} == expected
         assert all(r["ours_it_s"] > 0 and r["plain_it_s"] > 0 and r["data_images_s"] > 0 for r in rows)
+    elif script.stem == "video_flicker":  # flicker, jitter and speed, per-frame against ours; table and plot
+        flicker = {r["method"]: r["warp_error"] for r in rows if r["kind"] == "flicker"}
+        assert set(flicker) == {"input frames", "per-frame", "ours, no colour smoothing", "ours"}
+        assert all(v > 0 for v in flicker.values())
+        assert {r["method"] for r in rows if r["kind"] == "jitter"} == {"per-frame", "ours"}
+        assert all(r["fps"] > 0 for r in rows if r["kind"] == "speed")
+        (parts,) = [r for r in rows if r["kind"] == "parts"]  # each step of a frame timed alone
+        assert all(ms > 0 for ms in parts["ms"].values()) and parts["ours_fps"] > 0
+        assert "| ours |" in Path(f"{out}.md").read_text()
+        assert Path(f"{out}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     elif script.stem == "infer_latency":  # every engine, every part of the pipeline timed
         assert {r["engine"] for r in rows} == {"fp32", "bf16", "onnxruntime"}
         assert all(r[k] > 0 for r in rows for k in ("detect_ms", "landmarks_ms", "translate_ms", "paste_ms"))

@@ -155,6 +155,13 @@ class FanBackend:
                 "--landmarks dlib (pip install 'scan-gan[dlib]')"
             ) from None
 
+    def landmarks(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The 68 landmarks inside one box, without detection (video tracking between detections)."""
+        found = self._fa.get_landmarks_from_image(image, detected_faces=[list(box)])
+        if not found:
+            return np.tile(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), (68, 1)).astype(np.float64)
+        return np.asarray(found[0][:, :2], np.float64)
+
     def detect(self, image: np.ndarray) -> list[Face]:
         landmarks, _, boxes = self._fa.get_landmarks_from_image(image, return_bboxes=True, return_landmark_score=True)
         if landmarks is None:
