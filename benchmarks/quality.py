@@ -6,8 +6,9 @@ a global change of shape) it trains, each for the same time budget and at the sa
 
   cyclegan       the single-stage ``cyclegan-256`` recipe (ResNet-9, no input skip) at the top size
   cyclegan+skip  the same generator with scan's input skip (separates the skip's effect from stacking's)
-  scan           the two-stage ``scan-128-256`` recipe: ResNet-6 at half size, then a ResNet-3
-                 refiner at the top size with the adaptive fusion block; 70% of the budget on stage 1
+  scan           the two-stage ``scan-128-256`` recipe: ResNet-6 at half size, then a residual
+                 ResNet-3 refiner at the top size with the adaptive fusion block; 70% of the budget
+                 on stage 1
   scan+joint     ``scan`` with a joint phase: 60% stage 1, 20% stage 2, 20% both stages at once
   scan-fixed     ``scan`` with the fusion block replaced by a fixed alpha of 0.5
 
@@ -40,8 +41,8 @@ import re
 import statistics
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ KNOBS = {
     "ndfK": "width of stage K's discriminators",
     "jlr": "joint_lr_scale: the lower stages' learning-rate factor in the joint phase",
     "weights": "stage_weights of the joint phase (e.g. 1/1)",
+    "residual": "1: the refiner outputs the stage below's image plus a correction whose gain starts at 0",
     "coarse": "lambda_coarse: how strongly a refining stage keeps the stage below's result at its resolution",
 }
 
@@ -157,6 +159,8 @@ def parse_variant(spec: str, width: int, size: int) -> Variant:
             part = "generator" if field_name in ("blocks", "ngf") else "discriminator"
             stage[part] = {**stage.get(part, {}),
                            {"blocks": "n_blocks", "d": "n_layers"}.get(field_name, field_name): int(value)}
+        elif key == "residual" and variant.num_stages > 1:
+            stages[-1]["generator"] = {**stages[-1]["generator"], "residual": bool(int(value))}
         elif key == "coarse":
             variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
         elif key == "jlr":
@@ -298,8 +302,9 @@ def _split_text(run: dict[str, Any]) -> str:
 def table(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], meta: dict[str, Any]) -> str:
     lines = [
         f"Demo set, mapping `{meta['mapping']}`, {len(meta['seeds'])} seed(s) each, {meta['budget_s']:.0f} s "
-        f"({meta['clock']} clock) training per run ({meta['threads']} thread(s) per run, {meta['jobs']} run(s) at a time), width {meta['width']}, "
-        f"top size {meta['size']}; mean ± half the range over seeds. Stage 1 is scored upsampled to the top size.",
+        f"({meta['clock']} clock) training per run ({meta['threads']} thread(s) per run, {meta['jobs']} run(s) at "
+        f"a time), width {meta['width']}, top size {meta['size']}; mean ± half the range over seeds. Stage 1 is "
+        "scored upsampled to the top size.",
         "",
         "| model | stages | phases (epochs) | PSNR (dB) | SSIM | stage-1 PSNR | stage 2 - stage 1 (dB) "
         f"| trained s | steps | params (M) | GFLOPs @{meta['size']} | ms/image @{meta['size']} |",
@@ -315,8 +320,9 @@ def table(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], 
             f"| {name} | {runs[0]['stages']} | {_split_text(runs[0])} | {_mean_spread([f['psnr'] for f in finals], 2)} "
             f"| {_mean_spread([f['ssim'] for f in finals], 3)} "
             f"| {_mean_spread(stage1, 2) if stacked else '-'} | {_mean_spread(gain, 2) if stacked else '-'} "
-            f"| {statistics.mean(f['trained_s'] for f in finals):.0f} | {statistics.mean(f['steps'] for f in finals):.0f} "
-            f"| {runs[0]['params_m']:.3f} | {runs[0]['gflops']:.3f} | {statistics.mean(r['latency_ms'] for r in runs):.1f} |"
+            f"| {statistics.mean(f['trained_s'] for f in finals):.0f} "
+            f"| {statistics.mean(f['steps'] for f in finals):.0f} | {runs[0]['params_m']:.3f} "
+            f"| {runs[0]['gflops']:.3f} | {statistics.mean(r['latency_ms'] for r in runs):.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -409,8 +415,8 @@ def main() -> None:
     for runs in results.values():
         runs.sort(key=lambda r: r["seed"])
 
-    meta = {"mapping": args.mapping, "budget_s": args.budget, "clock": args.clock, "seeds": args.seeds, "width": args.width,
-            "size": args.size, "heldout_images": len(photos), "jobs": args.jobs,
+    meta = {"mapping": args.mapping, "budget_s": args.budget, "clock": args.clock, "seeds": args.seeds,
+            "width": args.width, "size": args.size, "heldout_images": len(photos), "jobs": args.jobs,
             "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(),
             "device": "cuda" if torch.cuda.is_available() else "cpu"}

@@ -38,6 +38,9 @@ class GeneratorConfig:
             colours survive instance norm; see :class:`scan.stages.ResnetGenerator`.
         options: settings of a kind of your own that the fields above do not cover (plain data:
             they are saved with the model).
+        residual: a refining stage (ResNet kinds) outputs the previous stage's image plus a learned
+            correction whose gain starts at 0, so a new stage starts exactly at the stage below's
+            result instead of mixing an untrained image into it.
     """
 
     kind: str = "resnet"
@@ -45,6 +48,7 @@ class GeneratorConfig:
     n_blocks: int = 9
     input_skip: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in components.stage_kinds():
@@ -158,6 +162,9 @@ class SCANConfig:
                     f"{where}: its generator kind {stage.generator.kind!r} cannot serve it; kinds that can: "
                     f"{', '.join(components.stage_kinds(role))}"
                 )
+        if self.stages[0].generator.residual:
+            raise ValueError("stage 1's generator cannot be residual: only a refining stage has a previous image "
+                             "to correct")
         if self.base_size < 8 or self.base_size % 8:
             raise ValueError(f"base_size must be a positive multiple of 8, got {self.base_size}")
 

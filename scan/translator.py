@@ -192,6 +192,11 @@ class Translator:
             self._backends[name] = get_backend(name, device=str(self.device))
         return self._backends[name]
 
+    def share_landmark_models(self, other: Translator) -> None:
+        """Use ``other``'s landmark models from now on (each loaded once, kept by both): for several
+        translators in one process, e.g. both directions of a model, or several models."""
+        self._backends = other._backends
+
     def portrait(
         self,
         photo: Image.Image,

@@ -98,13 +98,15 @@ class Models:
             raise InputError(f"a --checkpoint is named twice: {', '.join(sorted(labels))}")
         self.landmarks = landmarks
         self.translators: dict[tuple[str, str], Translator] = {}
+        first: Translator | None = None
         for label, path in zip(labels, checkpoints):
             model = load_model(path)
-            first = Translator(model, DIRECTIONS[0], device, precision)
-            first.landmark_backend(landmarks)  # loaded now: the first photo is as quick as the others
             for direction in DIRECTIONS:
-                translator = first if direction == DIRECTIONS[0] else Translator(model, direction, device, precision)
-                translator._backends = first._backends  # one copy of the landmark model per checkpoint
+                translator = Translator(model, direction, device, precision)
+                if first is None:
+                    first = translator
+                    first.landmark_backend(landmarks)  # loaded now: the first photo is as quick as the others
+                translator.share_landmark_models(first)  # one copy of the landmark model for them all
                 self.translators[label, direction] = translator
         self.labels = labels
 

@@ -142,14 +142,23 @@ class RefinementGenerator(ResnetGenerator):
         channels: image channels; the network's input has ``2 * channels``.
         ngf: filters of the first convolution.
         n_blocks: number of residual blocks.
+        input_skip: feed the network's input to its last layer (see :class:`ResnetGenerator`).
+        residual: output ``clamp(previous_up + gain * net(x, previous_up), -1, 1)`` with a learned
+            scalar ``gain`` that starts at 0 (as in ReZero): the fresh stage reproduces the stage
+            below exactly, and its training moves it away only as far as the losses ask.
 
     Shape:
         - x, previous_up: :math:`(B, C, H, W)`
         - Output: :math:`(B, C, H, W)`
     """
 
-    def __init__(self, channels: int = 3, ngf: int = 64, n_blocks: int = 3, input_skip: bool = False) -> None:
+    def __init__(
+        self, channels: int = 3, ngf: int = 64, n_blocks: int = 3, input_skip: bool = False, residual: bool = False
+    ) -> None:
         super().__init__(2 * channels, channels, ngf=ngf, n_blocks=n_blocks, input_skip=input_skip)
+        self.residual = residual
+        # A plain parameter: init_weights (CycleGAN's conv init) leaves it at 0.
+        self.residual_gain = nn.Parameter(torch.zeros(())) if residual else None
 
     def forward(self, x: Tensor, previous_up: Tensor | None = None) -> Tensor:
         """A new image from ``x`` and the previous stage's upsampled output."""
@@ -158,7 +167,10 @@ class RefinementGenerator(ResnetGenerator):
             raise ValueError(
                 f"RefinementGenerator needs x and previous_up of one shape, got {tuple(x.shape)} and {got}"
             )
-        return self._generate(torch.cat([x, previous_up], dim=1))
+        new = self._generate(torch.cat([x, previous_up], dim=1))
+        if self.residual_gain is None:
+            return new
+        return (previous_up + self.residual_gain * new).clamp(-1, 1)
 
 
 @register_stage("resnet", stage="first")
@@ -170,7 +182,7 @@ def _build_translator(config: GeneratorConfig, channels: int) -> ResnetGenerator
 @register_stage("resnet", stage="refine")
 @register_stage("refine", stage="refine")
 def _build_refiner(config: GeneratorConfig, channels: int) -> RefinementGenerator:
-    return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip)
+    return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip, config.residual)
 
 
 _RUNNING_STAT = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")

@@ -67,6 +67,11 @@ def test_translator_api(files):
     assert (bf16(batch) - fp32(batch)).abs().mean() < 0.02 and bf16(batch).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         Translator.from_checkpoint(files / "tiny.pt", precision="fp8")
+    # Landmark models load once per translator, or once for several that share them.
+    assert fp32.landmark_backend("dlib") is fp32.landmark_backend("dlib")
+    assert bf16.landmark_backend("dlib") is not fp32.landmark_backend("dlib")
+    translator.share_landmark_models(fp32)
+    assert translator.landmark_backend("dlib") is fp32.landmark_backend("dlib")
 
 
 def test_identity_translator_leaves_the_photo_outside_the_face_bit_exact(files):

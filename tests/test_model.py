@@ -17,9 +17,19 @@ def test_every_preset_is_covered_here():
     assert sorted(SMALL_SIZE) == scan.list_models()
 
 
+def move_residual_gains(model: torch.nn.Module, value: float = 0.5) -> torch.nn.Module:
+    """Set every residual refiner's gain off its initial 0, as training does: a fresh residual stage
+    reproduces the stage below exactly, which would hide what these tests look at."""
+    for module in model.modules():
+        if getattr(module, "residual_gain", None) is not None:
+            with torch.no_grad():
+                module.residual_gain.fill_(value)
+    return model
+
+
 @pytest.mark.parametrize("name", sorted(SMALL_SIZE))
 def test_preset_output_shapes_and_fusion(name):
-    model = scan.create_model(name).eval()
+    model = move_residual_gains(scan.create_model(name)).eval()
     size = SMALL_SIZE[name]
     x = torch.rand(2, 3, size, size) * 2 - 1
     with torch.no_grad():
@@ -57,6 +67,14 @@ def test_preset_sizes_follow_the_names():
 def test_every_parameter_receives_a_gradient(name):
     model = scan.create_model(name)
     size = SMALL_SIZE[name]
+    gains = {n for n, _ in model.named_parameters() if n.endswith("residual_gain")}
+    if gains:  # a fresh residual refiner learns its gain first: only the gain sees a gradient then
+        stage = model.num_stages
+        real_a, real_b = torch.rand(2, 2, 3, size, size) * 2 - 1
+        model.generator_step(real_a, real_b, stage).loss.backward()
+        assert all(p.grad is not None and p.grad.abs() > 0 for n, p in model.named_parameters()
+                   if n.endswith(f"stages.{stage - 1}.residual_gain"))
+        move_residual_gains(model)
     touched: set[str] = set()
     for stage in range(1, model.num_stages + 1):
         side = size // 2 ** (model.num_stages - stage)
@@ -160,6 +178,24 @@ def test_coarse_consistency_ties_a_refining_stage_to_the_stage_below():
 
     off, on = stage2_gradients(0.0), stage2_gradients(lambda_coarse)
     assert not all(torch.allclose(g_off, g_on, atol=1e-7) for g_off, g_on in zip(off, on))
+
+
+def test_a_residual_refiner_starts_at_the_stage_below_and_learns_its_gain():
+    torch.manual_seed(5)
+    model = scan.create_model("tiny", stages=[{}, {"generator": {"residual": True}}])
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    out = model.G_ab(x)
+    previous_up = F.interpolate(out.outputs[0], scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(out.final, previous_up, atol=1e-6)  # a fresh stage 2 changes nothing...
+    refiner = model.G_ab.stages[1]
+    (out.final - x).abs().mean().backward()
+    assert refiner.residual_gain.grad is not None and refiner.residual_gain.grad.abs() > 0  # ...but learns to
+    with torch.no_grad():
+        refiner.residual_gain.fill_(0.5)
+    moved = model.G_ab(x)
+    assert (moved.final - previous_up).abs().mean() > 1e-3 and moved.final.abs().max() <= 1
+    with pytest.raises(ValueError, match="stage 1's generator cannot be residual"):
+        scan.create_model("tiny", stages=[{"generator": {"residual": True}}, {}])
 
 
 @pytest.mark.parametrize("mode", ["lsgan", "vanilla", "hinge"])

@@ -184,7 +184,8 @@ def _check_benchmark(words: list[str]) -> None:
         (scan_run,) = report["results"]["scan"]
         assert {p["stage"] for p in scan_run["trace"]} == {1, 2}
         assert all(p["psnr"] > 0 and -1 <= p["ssim"] <= 1 for p in scan_run["trace"])
-        assert len(scan_run["final"]["stage_psnr"]) == 2 and scan_run["final"]["stage_psnr"][-1] == scan_run["final"]["psnr"]
+        final = scan_run["final"]
+        assert len(final["stage_psnr"]) == 2 and final["stage_psnr"][-1] == final["psnr"]
         assert scan_run["gflops"] > 0 and scan_run["latency_ms"] > 0
         table = report_path.with_suffix(".md").read_text()
         assert "| untranslated photo |" in table and "| scan | 2 |" in table and "| cyclegan | 1 |" in table
