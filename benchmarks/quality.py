@@ -137,39 +137,48 @@ def parse_variant(spec: str, width: int, size: int) -> Variant:
         raise ValueError(f"unknown variant {spec!r}; valid: {', '.join(base)}, each optionally with "
                          f"[knob=value,...], knobs: {', '.join(KNOBS)}")
     variant = copy.deepcopy(base[name])
-    stages = variant.overrides["stages"]
     for item in filter(None, knobs[:-1].split(",")):
-        key, _, value = item.partition("=")
-        match = re.fullmatch(r"(blocks|ngf|d|ndf)(\d)", key)
-        if key == "split":
-            shares = _floats(value)
-            if len(shares) not in (variant.num_stages, variant.num_stages + 1):
-                raise ValueError(f"{spec}: split needs {variant.num_stages} shares, or one more for a joint phase")
-            phases: list[int | str] = [*range(1, variant.num_stages + 1), "joint"]
-            variant.split = list(zip(phases, shares))
-        elif key in ("alpha0", "hidden", "alpha") and variant.num_stages > 1:
-            fusion = stages[-1]["fusion"]
-            if key == "alpha":
-                stages[-1]["fusion"] = {"kind": "fixed", "alpha": float(value)}
-            else:
-                fusion[{"alpha0": "initial_alpha", "hidden": "hidden_channels"}[key]] = (
-                    float(value) if key == "alpha0" else int(value))
-        elif match and 1 <= int(match.group(2)) <= variant.num_stages:
-            field_name, stage = match.group(1), stages[int(match.group(2)) - 1]
-            part = "generator" if field_name in ("blocks", "ngf") else "discriminator"
-            stage[part] = {**stage.get(part, {}),
-                           {"blocks": "n_blocks", "d": "n_layers"}.get(field_name, field_name): int(value)}
-        elif key == "residual" and variant.num_stages > 1:
-            stages[-1]["generator"] = {**stages[-1]["generator"], "residual": bool(int(value))}
-        elif key == "coarse":
-            variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
-        elif key == "jlr":
-            variant.module["joint_lr_scale"] = float(value)
-        elif key == "weights":
-            variant.module["stage_weights"] = _floats(value)
-        else:
-            raise ValueError(f"{spec}: unknown knob {key!r} for this model; knobs: {', '.join(KNOBS)}")
+        try:
+            _turn_knob(spec, variant, item)
+        except ValueError as error:
+            message = str(error) if str(error).startswith(spec) else f"{spec}: {item!r}: {error}"
+            raise ValueError(message) from None
     return variant
+
+
+def _turn_knob(spec: str, variant: Variant, item: str) -> None:
+    """Apply one ``knob=value`` of ``spec`` to ``variant`` in place."""
+    stages = variant.overrides["stages"]
+    key, _, value = item.partition("=")
+    match = re.fullmatch(r"(blocks|ngf|d|ndf)(\d)", key)
+    if key == "split":
+        shares = _floats(value)
+        if len(shares) not in (variant.num_stages, variant.num_stages + 1):
+            raise ValueError(f"{spec}: split needs {variant.num_stages} shares, or one more for a joint phase")
+        phases: list[int | str] = [*range(1, variant.num_stages + 1), "joint"]
+        variant.split = list(zip(phases, shares))
+    elif key in ("alpha0", "hidden", "alpha") and variant.num_stages > 1:
+        fusion = stages[-1]["fusion"]
+        if key == "alpha":
+            stages[-1]["fusion"] = {"kind": "fixed", "alpha": float(value)}
+        else:
+            fusion[{"alpha0": "initial_alpha", "hidden": "hidden_channels"}[key]] = (
+                float(value) if key == "alpha0" else int(value))
+    elif match and 1 <= int(match.group(2)) <= variant.num_stages:
+        field_name, stage = match.group(1), stages[int(match.group(2)) - 1]
+        part = "generator" if field_name in ("blocks", "ngf") else "discriminator"
+        stage[part] = {**stage.get(part, {}),
+                       {"blocks": "n_blocks", "d": "n_layers"}.get(field_name, field_name): int(value)}
+    elif key == "residual" and variant.num_stages > 1:
+        stages[-1]["generator"] = {**stages[-1]["generator"], "residual": bool(int(value))}
+    elif key == "coarse":
+        variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
+    elif key == "jlr":
+        variant.module["joint_lr_scale"] = float(value)
+    elif key == "weights":
+        variant.module["stage_weights"] = _floats(value)
+    else:
+        raise ValueError(f"{spec}: unknown knob {key!r} for this model; knobs: {', '.join(KNOBS)}")
 
 
 class QualityTrace(pl.Callback):
