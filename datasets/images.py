@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +29,28 @@ class NoImagesError(InputError):
     """A folder that should hold images has no usable one."""
 
 
-def find_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+def find_images(
+    folder: str | os.PathLike[str], recursive: bool = True, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    what: str = "image files",
+) -> list[Path]:
     """Image files under ``folder`` (by extension, case-insensitive), sorted for reproducibility.
 
+    Args:
+        folder: where to look.
+        recursive: also look in sub-folders.
+        extensions: the suffixes that count (e.g. images and videos, for a folder of both).
+        what: what the files are called in the error message.
+
     Raises:
-        NoImagesError: ``folder`` does not exist, or holds no file with an image extension.
+        NoImagesError: ``folder`` does not exist, or holds no file with one of ``extensions``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NoImagesError(f"{folder}: no such folder")
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in extensions and p.is_file())
     if not files:
-        raise NoImagesError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        raise NoImagesError(f"{folder}: no {what} ({', '.join(extensions)})")
     return files
 
 

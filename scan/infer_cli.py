@@ -19,7 +19,7 @@ from tqdm import tqdm
 from scan.align import MASKS, MAX_DETECT_SIDE, NoFaceError
 from scan.align.crop import TEMPLATES
 from scan.align.landmarks import BACKENDS, FACE_MODES
-from scan.datasets.images import IMAGE_EXTENSIONS, load_image
+from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
 from scan.errors import (
     InputError,
     add_debug_flag,
@@ -142,7 +142,8 @@ def _plan(args: argparse.Namespace) -> list[Job]:
         raise InputError(f"{source}: no such file or folder")
     plan = OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite)
     if source.is_dir():
-        files = _find_inputs(source)
+        # A folder may mix photos and clips: each is handled by its kind.
+        files = find_images(source, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, what="image files or videos")
         check_output_folder(output, source)
         stems = output_stems(files, source)
         jobs = [Job(f, output / f"{stems[f]}{'.mp4' if is_video(f) else '.png'}",
@@ -167,15 +168,6 @@ def _plan(args: argparse.Namespace) -> list[Job]:
         if job.strip is not None:
             plan.claim(job.strip, job.source)
     return jobs
-
-
-def _find_inputs(folder: Path) -> list[Path]:
-    """The images and videos under ``folder`` (by extension), sorted; each is handled by its kind."""
-    kinds = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-    files = sorted(p for p in folder.glob("**/*") if p.suffix.lower() in kinds and p.is_file())
-    if not files:
-        raise InputError(f"{folder}: no image files or videos ({', '.join(kinds)})")
-    return files
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -192,6 +192,13 @@ class Translator:
             self._backends[name] = get_backend(name, device=str(self.device))
         return self._backends[name]
 
+    def _paste_masks(self, mask: str, aligned: list[AlignedFace]) -> Tensor:
+        """The paste-back mask of each face, :math:`(N, 1, S, S)`: ``hull`` follows its landmarks,
+        ``square`` is one rounded square for all."""
+        if mask == "hull":
+            return torch.stack([landmark_hull_mask(a.landmarks_in_crop, self.size) for a in aligned])
+        return rounded_square_mask(self.size).expand(len(aligned), 1, self.size, self.size)
+
     def share_landmark_models(self, other: Translator) -> None:
         """Use ``other``'s landmark models from now on (each loaded once, kept by both): for several
         translators in one process, e.g. both directions of a model, or several models."""
@@ -243,12 +250,9 @@ class Translator:
         results = self._face_results(torch.stack([a.crop for a in aligned]), aligned)
         if not paste:
             return PortraitResult(model_to_pil(results[0].output), results)
-        if mask == "hull":
-            masks = torch.stack([landmark_hull_mask(a.landmarks_in_crop, self.size) for a in aligned])
-        else:
-            masks = rounded_square_mask(self.size)
         matrices = np.stack([a.matrix for a in aligned])
-        blended = paste_back(pixels, torch.stack([r.output for r in results]), matrices, masks)
+        blended = paste_back(pixels, torch.stack([r.output for r in results]), matrices,
+                             self._paste_masks(mask, aligned))
         return PortraitResult(Image.fromarray(blended.permute(1, 2, 0).numpy(), "RGB"), results)
 
     def video(
@@ -294,7 +298,6 @@ class Translator:
             raise ValueError(f"temporal must be in [0, 1), got {temporal}")
         tracker = FaceTracker(self.landmark_backend(landmarks), faces, detect_every, fps, min_score,
                               fade_frames=fade_frames)
-        square = rounded_square_mask(self.size)
         for frame in frames:
             array = _frame_array(frame)
             tracks = tracker.update(array)
@@ -304,7 +307,8 @@ class Translator:
             pixels = torch.from_numpy(array).permute(2, 0, 1)
             matrices = np.stack([quad_to_matrix(template_quad(t.landmarks, align), self.size) for t in tracks])
             crops = warp_to_crops(pixels, matrices, self.size)
-            results = self._face_results(crops, [AlignedFace(t.face, c, m) for t, c, m in zip(tracks, crops, matrices)])
+            aligned = [AlignedFace(t.face, c, m) for t, c, m in zip(tracks, crops, matrices)]
+            results = self._face_results(crops, aligned)
             for track, result in zip(tracks, results):
                 if track.fresh:
                     track.state.clear()
@@ -313,11 +317,7 @@ class Translator:
                                                   track.state.get("crop"), temporal)
                 track.state.update(output=result.output, crop=result.crop)
                 result.track = track.id
-            if mask == "hull":
-                masks = torch.stack([landmark_hull_mask(r.aligned.landmarks_in_crop, self.size)
-                                     for r in results if r.aligned is not None])
-            else:
-                masks = square.expand(len(results), 1, self.size, self.size)
+            masks = self._paste_masks(mask, aligned)
             weights = torch.tensor([t.weight for t in tracks], dtype=masks.dtype)
             blended = paste_back(pixels, torch.stack([r.output for r in results]), matrices,
                                  masks * weights[:, None, None, None])
