@@ -1,0 +1,80 @@
+"""``torch.compile`` for scan's networks: in place, and with one clear line where it is not available.
+
+Compiling a network with :meth:`torch.nn.Module.compile` keeps its parameter names (no
+``_orig_mod.`` prefix), so checkpoints and model files are the same with and without it. Compiling
+happens lazily, on a network's first call; :func:`compile_errors` turns a failure there (no C++
+compiler, no Triton, an unsupported device) into a :class:`CompileError` the commands report in one
+line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from scan.errors import UserError, one_line
+
+__all__ = ["CompileError", "COMPILE_BACKEND_ENV", "compile_backend", "compile_modules", "compile_errors",
+           "check_compile_available"]
+
+# torch.compile's backend; tests set "aot_eager" (the same graph capture, no code generation, seconds
+# instead of minutes on a CPU).
+COMPILE_BACKEND_ENV = "SCAN_COMPILE_BACKEND"
+
+
+class CompileError(UserError, RuntimeError):
+    """``torch.compile`` failed on this machine (no compiler, no Triton, unsupported device)."""
+
+
+def compile_backend() -> str:
+    """The backend :func:`compile_modules` uses: ``$SCAN_COMPILE_BACKEND``, else ``inductor``."""
+    return os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
+
+
+def compile_modules(modules: Iterable[nn.Module], mode: str | None = None) -> None:
+    """Compile each module in place (:meth:`torch.nn.Module.compile`), for static shapes.
+
+    Args:
+        modules: the networks; each is compiled on its own, so the Python around them (the stack's
+            loop, the losses, the checks) stays eager.
+        mode: ``torch.compile``'s mode (``None``, ``"max-autotune"``, ``"reduce-overhead"``, ...).
+    """
+    for module in modules:
+        module.compile(backend=compile_backend(), mode=mode, dynamic=False)
+
+
+def _is_compile_failure(error: BaseException) -> bool:
+    # Dynamo wraps what goes wrong in a backend (BackendCompilerFailed, InductorError, ...) in
+    # exceptions of its own modules; anything else is the network's own error and passes through.
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+@contextlib.contextmanager
+def compile_errors(hint: str) -> Iterator[None]:
+    """Turn a compilation failure inside the block into a one-line :class:`CompileError`.
+
+    Args:
+        hint: what the user can do instead, e.g. ``"run without --compile"``.
+    """
+    try:
+        yield
+    except Exception as e:
+        if not _is_compile_failure(e):
+            raise
+        raise CompileError(f"torch.compile failed on this machine ({type(e).__name__}: {one_line(e)}); {hint}") from e
+
+
+def check_compile_available(device: torch.device | str, hint: str) -> None:
+    """Compile and run a two-operation function on ``device``: a missing compiler or Triton shows
+    now, in one line, not minutes into a run.
+
+    Raises:
+        CompileError: compiling failed; the message says why and ends with ``hint``.
+    """
+    probe = torch.compile(lambda x: torch.relu(x) * 2.0, backend=compile_backend(), dynamic=False)
+    with compile_errors(hint):
+        probe(torch.ones(8, device=device))
