@@ -75,6 +75,6 @@ def check_compile_available(device: torch.device | str, hint: str) -> None:
     Raises:
         CompileError: compiling failed; the message says why and ends with ``hint``.
     """
-    probe = torch.compile(lambda x: torch.relu(x) * 2.0, backend=compile_backend(), dynamic=False)
     with compile_errors(hint):
+        probe = torch.compile(lambda x: torch.relu(x) * 2.0, backend=compile_backend(), dynamic=False)
         probe(torch.ones(8, device=device))

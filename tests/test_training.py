@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from torch.overrides import TorchFunctionMode
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import scan
@@ -138,12 +140,85 @@ def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, m
         return step
 
     monkeypatch.setattr(module.model, "generator_step", nan_step)
-    before = {n: p.detach().clone() for n, p in module.model.G_ab.named_parameters()}
-    with warnings.catch_warnings(record=True) as caught, pytest.raises(NonFiniteLossError, match="3 steps in a row"):
-        warnings.simplefilter("always")
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    with pytest.raises(NonFiniteLossError, match="generator loss was NaN/inf for 3 steps in a row"):
         _trainer(tmp_path, max_epochs=5, batches=10).fit(module, _datamodule(demo_root))
-    assert sum("non-finite generator loss, step skipped" in str(w.message) for w in caught) == 2
-    assert all(torch.equal(before[n], p) for n, p in module.model.G_ab.named_parameters())
+    after = dict(module.model.named_parameters())
+    assert not torch.equal(before["D_b.0.model.0.weight"], after["D_b.0.model.0.weight"])  # D went on learning...
+    assert all(torch.equal(before[f"G_ab.{n}"], p) for n, p in module.model.G_ab.named_parameters())  # ...G not
+
+
+@pytest.mark.slow
+def test_a_nonfinite_step_is_skipped_whole_and_reported_at_the_next_check(tmp_path, demo_root, monkeypatch):
+    """One NaN step among finite ones: Adam leaves parameters, moments and step count as the step
+    before found them (on the device, no host decision), the run goes on, and the next check warns."""
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], max_nonfinite_steps=4, image_log_every_n_steps=0)
+    real_step, calls, seen = module.model.generator_step, [], {}
+
+    def nan_on_second_batch(real_a, real_b, stage):
+        step = real_step(real_a, real_b, stage)
+        calls.append(1)
+        if len(calls) == 2:
+            opt = module.optimizers()[0].optimizer
+            seen["params"] = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+            seen["moments"] = [opt.state[p]["exp_avg"].clone() for g in opt.param_groups for p in g["params"]]
+            seen["step"] = [opt.state[p]["step"].clone() for g in opt.param_groups for p in g["params"]]
+            step.loss = step.loss * float("inf")
+        elif len(calls) == 3:  # the third step starts where the skipped one found things
+            opt = module.optimizers()[0].optimizer
+            params = [p for g in opt.param_groups for p in g["params"]]
+            seen["unchanged"] = (all(torch.equal(a, p) for a, p in zip(seen["params"], params))
+                                 and all(torch.equal(a, opt.state[p]["exp_avg"]) for a, p in zip(seen["moments"], params))
+                                 and all(torch.equal(a, opt.state[p]["step"]) for a, p in zip(seen["step"], params)))
+        return step
+
+    monkeypatch.setattr(module.model, "generator_step", nan_on_second_batch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, max_epochs=1, batches=5, limit_val_batches=0).fit(module, _datamodule(demo_root))
+    assert seen["unchanged"] is True
+    assert sum("1 of the last 4 generator steps skipped" in str(w.message) for w in caught) == 1
+    opt = module.optimizers()[0].optimizer
+    assert {float(opt.state[p]["step"]) for g in opt.param_groups for p in g["params"]} == {4.0}  # 5 batches, 1 skipped
+
+
+# Tensor methods that make the host wait for the device (on a GPU; on the CPU they are cheap).
+_HOST_SYNCS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero",
+               "unique", "masked_select"}
+
+
+class _HostSyncs(TorchFunctionMode):
+    """Records every call of a :data:`_HOST_SYNCS` method, with the repository function that made it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _HOST_SYNCS:
+            ours = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(str(ROOT))
+                    and "/tests/" not in f.filename]
+            self.calls.append((name, f"{Path(ours[-1].filename).name}:{ours[-1].name}" if ours else "elsewhere"))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("stage", [1, "joint"])
+def test_the_training_step_waits_for_the_device_only_at_the_nonfinite_check(tmp_path, demo_root, stage):
+    """Issue 12: no host synchronisation in the step: not the non-finite guard, not the logging."""
+    module = SCANModule("tiny", schedule=[Phase(stage, 1, 0)], max_nonfinite_steps=3, image_log_every_n_steps=0)
+    real_step, per_batch = module.training_step, []
+
+    def recorded(batch, batch_idx):
+        with _HostSyncs() as syncs:
+            real_step(batch, batch_idx)
+        per_batch.append([call for call in syncs.calls if call[1] != "losses.py:query"])
+
+    # The image pool's coin flips are drawn from torch's CPU generator: no device involved.
+    module.training_step = recorded
+    _trainer(tmp_path, max_epochs=1, batches=6, limit_val_batches=0, logger=False).fit(module, _datamodule(demo_root))
+    check = [("tolist", "module.py:_check_nonfinite")]
+    assert per_batch == [[], [], check, [], [], check]
 
 
 @pytest.mark.slow

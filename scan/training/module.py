@@ -3,6 +3,7 @@ manual optimisation, ``toggle_optimizer``, ``manual_backward``, ``log_dict``).""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -15,6 +16,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 
+from scan.compiling import check_compile_available, compile_errors, compile_modules
 from scan.config import SCANConfig, apply_overrides
 from scan.errors import UserError
 from scan.imageops import heatmap, make_grid
@@ -29,6 +31,17 @@ __all__ = ["Phase", "SCANModule", "NonFiniteLossError", "OptimizerSpec", "defaul
 # What Lightning makes of max_epochs=None (with no max_steps) before any hook of ours runs: the only
 # trace of a trainer whose epoch limit the user left to the schedule.
 _LIGHTNING_UNSET_MAX_EPOCHS = 1000
+_COMPILE_HINT = "train without --model.compile"
+
+
+def _fused_adam_supported(device: torch.device) -> bool:
+    """Whether Adam's fused kernel runs on ``device`` (CUDA, CPU, MPS, XPU, ... in recent torch)."""
+    probe = torch.zeros(1, device=device, requires_grad=True)
+    try:
+        torch.optim.Adam([probe], fused=True)
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -137,7 +150,12 @@ class SCANModule(pl.LightningModule):
             discriminator), coarse to fine; default 1 for every stage.
         image_log_every_n_steps: training image grids are logged every this many batches (0: never).
         channels_last: use the channels-last memory format (faster convs on recent GPUs / CPUs).
-        max_nonfinite_steps: consecutive steps with a NaN/inf loss (each skipped) before the run stops.
+        max_nonfinite_steps: consecutive steps with NaN/inf gradients (each skipped) before the run
+            stops. The count is kept on the device and read every this many batches (the one host
+            synchronisation of the step), so a run stops at most this many batches late.
+        compile: compile every generator stage, fusion block and discriminator with ``torch.compile``
+            (:mod:`scan.compiling`); the first steps of each phase take longer while it compiles.
+        compile_mode: ``torch.compile``'s mode, e.g. ``"max-autotune"`` (default: its default).
     """
 
     def __init__(
@@ -153,6 +171,8 @@ class SCANModule(pl.LightningModule):
         image_log_every_n_steps: int = 500,
         channels_last: bool = False,
         max_nonfinite_steps: int = 10,
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         config = _resolve_config(model, model_overrides)
@@ -174,8 +194,12 @@ class SCANModule(pl.LightningModule):
                              f"got {stage_weights}")
         self.image_log_every_n_steps = image_log_every_n_steps
         self.channels_last = channels_last
+        if max_nonfinite_steps < 1:
+            raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
-        self._nonfinite_in_a_row = {"generator": 0, "discriminator": 0}
+        self.compile, self.compile_mode = compile, compile_mode
+        # Per role ("generator", "discriminator"): device-side counters of skipped steps, see _skip_if_nonfinite.
+        self._nonfinite: dict[str, dict[str, Tensor]] = {}
         # One pool of past fakes per stage and domain, as in CycleGAN (per process under DDP).
         self.pools = {
             f"stage{k}_{d}": ImagePool(config.loss.pool_size) for k in range(1, config.num_stages + 1) for d in "ab"
@@ -254,8 +278,13 @@ class SCANModule(pl.LightningModule):
             raise ValueError(f"optimizer_specs: every (phase, role) needs its own optimiser, got {names}")
         # Built here, after the model reached its device: the lookup below finds an optimiser by name.
         self._optimizer_index = {(spec.phase_index, spec.role): i for i, spec in enumerate(specs)}
+        # Adam's fused kernel takes a device-side "skip this step" flag (found_inf): a NaN/inf step is
+        # skipped without the host waiting for the device. Where there is no fused kernel, a step's
+        # skip is decided on the host instead.
+        self._fused = _fused_adam_supported(self.device)
         optimizers: list[torch.optim.Optimizer] = [
-            torch.optim.Adam(spec.param_groups, lr=self.lr, betas=self.betas) for spec in specs
+            torch.optim.Adam(spec.param_groups, lr=self.lr, betas=self.betas, fused=self._fused or None)
+            for spec in specs
         ]
         for opt in optimizers:
             for group in opt.param_groups:
@@ -281,6 +310,18 @@ class SCANModule(pl.LightningModule):
             loop.max_epochs = self.total_epochs
             rank_zero_info(f"max_epochs not set: training stops when the schedule is done, after "
                            f"{self.total_epochs} epochs in {len(self.phases)} phase(s)")
+        if self.compile:
+            check_compile_available(self.device, _COMPILE_HINT)
+            networks = [*self.model.G_ab.stages, *self.model.G_ab.fusions, *self.model.G_ba.stages,
+                        *self.model.G_ba.fusions, *self.model.D_a, *self.model.D_b]
+            compile_modules(networks, self.compile_mode)
+
+    def on_train_start(self) -> None:
+        # After a resume has loaded the optimiser states (whose param groups overwrite ours): the
+        # sync-free skip of a non-finite step needs Adam's fused kernel (see _skip_if_nonfinite).
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group["fused"] = self._fused
 
     def on_train_end(self) -> None:
         if self.current_epoch >= self.total_epochs:
@@ -295,6 +336,10 @@ class SCANModule(pl.LightningModule):
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
                 active.update(id(p) for p in group["params"])
+        # The learning rate and phase change per epoch: made device tensors once here, not every step.
+        top_lr = self._optimizer(index, "generator").param_groups[-1]["lr"]
+        self._epoch_logs = {f"lr/stage{self.trained_stage(phase)}": torch.tensor(top_lr, device=self.device),
+                            "phase": torch.tensor(float(index), device=self.device)}
         # Freeze what this phase does not train. toggle_optimizer alone would miss parameters that
         # belong to no optimiser (a schedule that starts at stage 2), and backpropagate into them.
         for p in self.model.parameters():
@@ -309,23 +354,60 @@ class SCANModule(pl.LightningModule):
                     direction.fusions[k - 1].train(not frozen)
 
     # ----------------------------------------------------------------------------------- training
-    def _finite(self, loss: Tensor, what: str) -> bool:
-        finite = bool(torch.isfinite(loss).all())
-        # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
-        finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
-        if finite:
-            self._nonfinite_in_a_row[what] = 0
-            return True
-        self._nonfinite_in_a_row[what] += 1
-        n, limit = self._nonfinite_in_a_row[what], self.max_nonfinite_steps
-        if n >= limit:
-            raise NonFiniteLossError(
-                f"training stopped at epoch {self.current_epoch}, batch step {self.global_step}: the {what} loss "
-                f"was NaN/inf for {n} steps in a row; lower the learning rate, train in fp32, or check the data"
-            )
-        warnings.warn(f"step {self.global_step}: non-finite {what} loss, step skipped ({n}/{limit} in a row)",
-                      stacklevel=2)
-        return False
+    def _step_unless_nonfinite(self, optimizers: list[Any], what: str) -> None:
+        """Step ``optimizers`` on the gradients just computed, unless one of them is NaN/inf.
+
+        The decision stays on the device: every optimiser gets the same ``found_inf`` flag, which
+        Adam's fused kernel reads to skip its update (parameters, moments and step count untouched),
+        as ``torch.amp.GradScaler`` does. Under DDP the gradients are all-reduced by then, so every
+        rank takes the same decision without a collective of its own. The counters behind the
+        ``max_nonfinite_steps`` limit are device tensors too, read by :meth:`_check_nonfinite`.
+        """
+        grads = [p.grad for opt in optimizers for group in opt.param_groups for p in group["params"]
+                 if p.grad is not None]
+        counters = self._nonfinite.get(what)
+        if not grads:
+            return
+        # A NaN/inf anywhere makes the total norm NaN/inf (finite gradients too large for fp32 would
+        # too, and are no step to take either).
+        found_inf = (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float()
+        if counters is None:
+            zero = torch.zeros((), device=found_inf.device)
+            counters = self._nonfinite[what] = {"run": zero.clone(), "worst": zero.clone(), "skipped": zero.clone()}
+        counters["run"].add_(1).mul_(found_inf)  # consecutive skipped steps: +1, or back to 0
+        torch.maximum(counters["worst"], counters["run"], out=counters["worst"])
+        counters["skipped"].add_(found_inf)
+        if self._fused:
+            for opt in optimizers:
+                opt.optimizer.found_inf = found_inf  # Lightning's wrapper -> the torch optimiser
+                opt.step()
+                del opt.optimizer.found_inf
+        elif not bool(found_inf):  # no fused kernel here: the host decides (a synchronisation)
+            for opt in optimizers:
+                opt.step()
+
+    def _check_nonfinite(self) -> None:
+        """Every ``max_nonfinite_steps`` batches: stop the run after that many skipped steps in a row,
+        warn about any skipped since the last check (one host synchronisation)."""
+        if not self._nonfinite:
+            return
+        roles = list(self._nonfinite)
+        readings = torch.stack([torch.stack([self._nonfinite[r]["worst"], self._nonfinite[r]["skipped"]])
+                                for r in roles]).tolist()
+        limit = self.max_nonfinite_steps
+        for role, (worst, skipped) in zip(roles, readings):
+            counters = self._nonfinite[role]
+            if worst >= limit:
+                raise NonFiniteLossError(
+                    f"training stopped at epoch {self.current_epoch}, batch step {self.global_step}: the {role} "
+                    f"loss was NaN/inf for {int(worst)} steps in a row; lower the learning rate, train in fp32, or "
+                    "check the data"
+                )
+            if skipped:
+                warnings.warn(f"step {self.global_step}: {int(skipped)} of the last {limit} {role} steps skipped "
+                              f"(non-finite loss); the run stops after {limit} in a row", stacklevel=2)
+            counters["worst"].copy_(counters["run"])
+            counters["skipped"].zero_()
 
     def judged_stages(self, phase: Phase) -> list[tuple[int, float]]:
         """The stages whose losses ``phase`` optimises, with their weights: the trained stage alone,
@@ -336,6 +418,11 @@ class SCANModule(pl.LightningModule):
         return [(int(phase.stage), 1.0)]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # Networks compile on their first call of a phase: a failure there is one line too.
+        with compile_errors(_COMPILE_HINT) if self.compile else contextlib.nullcontext():
+            self._training_step(batch, batch_idx)
+
+    def _training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         index, _ = self.phase_at(self.current_epoch)
         judged = self.judged_stages(self.phases[index])
         opt_g, opt_d = self._optimizer(index, "generator"), self._optimizer(index, "discriminator")
@@ -356,10 +443,8 @@ class SCANModule(pl.LightningModule):
                     p.requires_grad_(True)
         steps = {stage: self.model.generator_step(*reals[stage], stage) for stage, _ in judged}
         g_loss = _weighted_sum([(weight, steps[stage].loss) for stage, weight in judged])
-        if self._finite(g_loss, "generator"):
-            self.manual_backward(g_loss)
-            for opt in (opt_g, *with_generator):
-                opt.step()
+        self.manual_backward(g_loss)
+        self._step_unless_nonfinite([opt_g, *with_generator], "generator")
         for opt in (opt_g, *with_generator):
             opt.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_g)
@@ -375,20 +460,23 @@ class SCANModule(pl.LightningModule):
                 real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, stage=stage
             )
         d_loss = _weighted_sum([(weight, d_losses[stage]) for stage, weight in judged])
-        if self._finite(d_loss, "discriminator"):
-            self.manual_backward(d_loss)
-            opt_d.step()
+        self.manual_backward(d_loss)
+        self._step_unless_nonfinite([opt_d], "discriminator")
         opt_d.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_d)
 
+        # Device tensors, logged as they are: Lightning reads them only when it writes the logs (every
+        # log_every_n_steps) or redraws the progress bar. Rank 0's values, not all-reduced: an
+        # all-reduce per value and step costs more than the curves gain from it.
         logs = {f"train/stage{stage}/{name}": value for stage, _ in judged
                 for name, value in {**steps[stage].terms, **d_terms[stage]}.items()}
         top = judged[-1][0]
-        logs[f"lr/stage{top}"] = torch.tensor(opt_g.param_groups[-1]["lr"])
-        logs["phase"] = torch.tensor(float(index))
-        self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
+        logs.update(self._epoch_logs)
+        self.log_dict(logs, on_step=True, on_epoch=False)
         self.log("G", g_loss.detach(), prog_bar=True, on_step=True, logger=False)
         self.log("D", d_loss.detach(), prog_bar=True, on_step=True, logger=False)
+        if (batch_idx + 1) % self.max_nonfinite_steps == 0:
+            self._check_nonfinite()
 
         every = self.image_log_every_n_steps
         if every and batch_idx % every == 0:
