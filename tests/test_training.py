@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 import yaml
 from torch.overrides import TorchFunctionMode
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -27,6 +28,7 @@ from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import build_demo_set
 from scan.training import NonFiniteLossError, OptimizerSpec, Phase, SCANModule
 from scan.training.cli import main as train_main
+from scan.training.progress import throttled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -497,3 +499,61 @@ def test_stage_weights_need_one_non_negative_weight_per_stage():
     for weights in ([1.0], [1.0, -1.0], [float("nan"), 1.0], [1.0, float("inf")]):
         with pytest.raises(ValueError, match="stage_weights needs 2 finite non-negative weights"):
             SCANModule("tiny", stage_weights=weights)
+
+
+def _train_tiny(tmp_path, demo_root, **module_kwargs) -> SCANModule:
+    pl.seed_everything(0, verbose=False)
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0), Phase(2, 1, 0)], image_log_every_n_steps=0, **module_kwargs)
+    _trainer(tmp_path, max_epochs=2, batches=2, limit_val_batches=1).fit(module, _datamodule(demo_root))
+    return module
+
+
+def test_compiled_training_learns_what_eager_training_learns(tmp_path, demo_root, monkeypatch):
+    """``--model.compile true``: the same run, the same weights (the graph capture is torch.compile's own;
+    the aot_eager backend skips code generation, which takes minutes on a CPU), the same parameter names."""
+    monkeypatch.setenv("SCAN_COMPILE_BACKEND", "aot_eager")
+    eager = _train_tiny(tmp_path / "eager", demo_root)
+    compiled = _train_tiny(tmp_path / "compiled", demo_root, compile=True)
+    assert all(getattr(m, "_compiled_call_impl", None) is not None
+               for m in [*compiled.model.G_ab.stages, *compiled.model.G_ba.fusions, *compiled.model.D_b])
+    assert list(eager.model.state_dict()) == list(compiled.model.state_dict())
+    # Compared by what the networks compute: the bias of a conv that feeds an instance norm has a zero
+    # gradient up to rounding, which Adam scales to full steps of either sign, so those differ.
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        for direction in ("a2b", "b2a"):
+            expected, got = eager.model.translate(x, direction), compiled.model.translate(x, direction)
+            for stage, (e, g) in enumerate(zip(expected.outputs, got.outputs), start=1):
+                torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4, msg=f"{direction} stage {stage}")
+            pl.seed_everything(0, verbose=False)
+            untrained = SCANModule("tiny").model.translate(x, direction).final
+            assert (expected.final - untrained).abs().max() > 1e-3  # the run did train
+
+
+def test_compile_unavailable_is_one_line_and_exit_2(tmp_path, demo_root, capsys, monkeypatch):
+    monkeypatch.setenv("SCAN_COMPILE_BACKEND", "no-such-backend")
+    code = train_main(["fit", "--model.model", "tiny", "--model.compile", "true", "--data.root", str(demo_root),
+                       "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                       "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert err[-1].startswith("error: torch.compile failed on this machine") and "--model.compile" in err[-1]
+
+
+@pytest.mark.parametrize("kind", [TQDMProgressBar, RichProgressBar])
+def test_lightnings_progress_bars_read_the_losses_by_the_clock(tmp_path, demo_root, monkeypatch, kind):
+    redraws = []
+    monkeypatch.setattr(kind, "on_train_batch_end", lambda self, *args: redraws.append(args[-1]))
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=0)
+    trainer = _trainer(tmp_path, max_epochs=1, batches=5, limit_val_batches=0, enable_progress_bar=True,
+                       callbacks=[kind(leave=True)])
+    trainer.fit(module, _datamodule(demo_root))
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, kind) and type(bar) is not kind and bar._leave  # replaced, settings kept
+    assert redraws[-1] == 4 and len(redraws) < 5  # the last batch always; the others as the clock allows
+    slow = throttled(kind(), min_interval_s=3600)
+    redraws.clear()
+    for batch_idx in range(3):
+        slow.on_train_batch_end(trainer, module, None, None, batch_idx)
+    assert redraws == [0]
+    assert throttled(None) is None and throttled(type("Own", (TQDMProgressBar,), {})()) is None

@@ -12,6 +12,7 @@ from typing import Any, Literal, cast
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import Tensor
@@ -25,6 +26,7 @@ from scan.metrics import psnr
 from scan.model import SCAN
 from scan.registry import create_config
 from scan.training.checkpoint_io import SafeCheckpointIO
+from scan.training.progress import throttled
 
 __all__ = ["Phase", "SCANModule", "NonFiniteLossError", "OptimizerSpec", "default_schedule"]
 
@@ -322,12 +324,18 @@ class SCANModule(pl.LightningModule):
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["fused"] = self._fused
+        # A run resumed from a mid-epoch checkpoint continues its epoch without on_train_epoch_start.
+        self._set_up_epoch()
 
     def on_train_end(self) -> None:
         if self.current_epoch >= self.total_epochs:
             rank_zero_info(f"schedule done: {len(self.phases)} phase(s), {self.total_epochs} epochs")
 
     def on_train_epoch_start(self) -> None:
+        self._set_up_epoch()
+
+    def _set_up_epoch(self) -> None:
+        """The epoch's phase: learning rates, what is frozen, the per-epoch logs."""
         index, epoch_in_phase = self.phase_at(self.current_epoch)
         phase = self.phases[index]
         factor = phase.lr_factor(epoch_in_phase)
@@ -543,6 +551,12 @@ class SCANModule(pl.LightningModule):
         ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
         if isinstance(ddp_kwargs, dict):
             ddp_kwargs["find_unused_parameters"] = True
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Lightning's bars read the losses from the device after every batch; this one by the clock (it
+        # replaces the trainer's, whose settings it keeps). A bar of the user's own is left alone.
+        bar = throttled(self.trainer.progress_bar_callback)
+        return [] if bar is None else [bar]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What scan.load_model needs to rebuild the model from a .ckpt, as plain data.
