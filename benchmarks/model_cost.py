@@ -1,4 +1,5 @@
-"""Cost of one translation direction per preset: parameters, GFLOPs, CPU latency (fp32, bf16).
+"""Cost of one translation direction per preset: parameters, GFLOPs, activation traffic (the memory a
+GPU moves beside the arithmetic), CPU latency (fp32, bf16).
 
 The single-stage ``cyclegan-256`` is the reference column: every ratio is measured in the same run,
 presets interleaved round-robin, so machine noise hits all of them alike.
@@ -20,6 +21,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -34,6 +36,27 @@ def gflops(generator: torch.nn.Module, x: torch.Tensor) -> float:
     with FlopCounterMode(display=False) as counter:
         generator(x)
     return counter.get_total_flops() / 1e9
+
+
+def activation_traffic_mb(generator: torch.nn.Module, x: torch.Tensor, bytes_per_value: int = 2) -> float:
+    """Megabytes an eager forward pass reads and writes as activations (every layer's inputs and output,
+    bf16 by default): what bounds a layer that does little arithmetic per value (norms, activations,
+    padding, concatenations, thin convolutions), the time a GPU spends beside the big convolutions."""
+    total = 0
+
+    def count(module: torch.nn.Module, inputs: tuple, output: Any) -> None:
+        nonlocal total
+        outputs = output if isinstance(output, tuple) else (output,)
+        total += sum(t.numel() for t in (*inputs, *outputs) if isinstance(t, torch.Tensor))
+
+    leaves = [m for m in generator.modules() if not any(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        generator(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total * bytes_per_value / 2**20
 
 
 def latency(generator: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
@@ -79,6 +102,7 @@ def main() -> None:
                     "stages": len(g.stages),
                     "params_m": sum(p.numel() for p in g.parameters()) / 1e6,
                     "gflops": gflops(g, x),
+                    "activation_traffic_mb": activation_traffic_mb(g, x),
                     "latency_fp32_s": fp32,
                     "latency_bf16_s": bf16,
                     "images_per_s_fp32": 1 / fp32,
@@ -89,10 +113,11 @@ def main() -> None:
         for r in rows:
             if r["size"] == size:
                 r["gflops_vs_ref"] = r["gflops"] / ref["gflops"]
+                r["traffic_vs_ref"] = r["activation_traffic_mb"] / ref["activation_traffic_mb"]
                 r["latency_vs_ref"] = r["latency_fp32_s"] / ref["latency_fp32_s"]
 
     header = (
-        f"{'preset':16} {'size':>5} {'params(M)':>10} {'GFLOPs':>8} {'xREF':>6} "
+        f"{'preset':16} {'size':>5} {'params(M)':>10} {'GFLOPs':>8} {'xREF':>6} {'traffic MB':>10} {'xREF':>6} "
         f"{'fp32 ms':>9} {'bf16 ms':>9} {'xREF':>6} {'img/s':>7}"
     )
     print(f"one direction (G_ab), batch 1, {torch.get_num_threads()} threads; xREF = ratio to {presets[0]}")
@@ -101,6 +126,7 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['preset']:16} {r['size']:>5} {r['params_m']:>10.2f} {r['gflops']:>8.2f} {r['gflops_vs_ref']:>6.2f} "
+            f"{r['activation_traffic_mb']:>10.0f} {r['traffic_vs_ref']:>6.2f} "
             f"{1e3 * r['latency_fp32_s']:>9.1f} {1e3 * r['latency_bf16_s']:>9.1f} {r['latency_vs_ref']:>6.2f} "
             f"{r['images_per_s_fp32']:>7.1f}"
         )

@@ -52,10 +52,12 @@ import pytorch_lightning as pl
 import torch
 from model_cost import gflops, latency  # benchmarks/ is the script's folder, so on sys.path
 
+import scan
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import MAPPINGS, build_demo_set, load_heldout
 from scan.metrics import score
 from scan.outputs import atomic_write
+from scan.stages import init_weights
 from scan.training import Phase, SCANModule
 
 RESULTS = Path(__file__).parent / "results"
@@ -73,12 +75,16 @@ class Variant:
         split: the schedule's phases in order, each with its share of the budget: a stage number or
             ``"joint"`` (every stage at once, the lower ones at ``joint_lr_scale``).
         module: further :class:`SCANModule` arguments (``joint_lr_scale``, ``stage_weights``).
+        stage1_epochs: stage 1's epochs, fixed instead of sized from the budget: models that differ
+            above stage 1 then share the very same stage 1 (same seed, same schedule), and their
+            difference is what the stages above make of it.
     """
 
     preset: str
     overrides: dict[str, Any]
     split: list[tuple[int | str, float]]
     module: dict[str, Any] = field(default_factory=dict)
+    stage1_epochs: int | None = None
 
     @property
     def num_stages(self) -> int:
@@ -92,8 +98,12 @@ def variants(width: int, size: int) -> dict[str, Variant]:
     skip = {"base_size": size, "stages": [{"generator": {"ngf": width, "input_skip": True}, "discriminator": disc}]}
 
     def stacked(fusion: dict[str, Any]) -> dict[str, Any]:
-        stage = {"generator": {"ngf": width}, "discriminator": disc}
-        return {"base_size": size // 2, "stages": [stage, {**stage, "fusion": fusion}]}
+        # Each stage as wide, relative to stage 1, as in the preset (scan-128-256's refiner: half).
+        preset = scan.create_config("scan-128-256").stages
+        ngf = [max(1, width * s.generator.ngf // preset[0].generator.ngf) for s in preset]
+        return {"base_size": size // 2, "stages": [{"generator": {"ngf": ngf[0]}, "discriminator": disc},
+                                                   {"generator": {"ngf": ngf[1]}, "discriminator": disc,
+                                                    "fusion": fusion}]}
 
     # The split the design search settled on (README, "What stacking buys"): stage 1 learns the most
     # per second, and a joint phase cost more than it gave at these budgets.
@@ -116,12 +126,16 @@ KNOBS = {
     "hidden": "the adaptive fusion block's hidden channels",
     "blocksK": "residual blocks of stage K's generator",
     "ngfK": "width of stage K's generator",
+    "kK": "kernel size of the first and last convolution of stage K's generator (outer_kernel)",
+    "fscale": "the adaptive fusion block's scale: its alpha map computed at 1/scale of the resolution",
     "dK": "layers of stage K's discriminators (2: 34 px patches, 3: 70 px)",
     "ndfK": "width of stage K's discriminators",
     "jlr": "joint_lr_scale: the lower stages' learning-rate factor in the joint phase",
     "weights": "stage_weights of the joint phase (e.g. 1/1)",
     "residual": "1: the refiner outputs the stage below's image plus a correction whose gain starts at 0",
     "coarse": "lambda_coarse: how strongly a refining stage keeps the stage below's result at its resolution",
+    "epochs1": "stage 1's epochs, fixed (not sized from the budget), its networks initialised from the seed alone: "
+               "models that differ above stage 1 then train the very same stage 1",
 }
 
 
@@ -150,29 +164,32 @@ def _turn_knob(spec: str, variant: Variant, item: str) -> None:
     """Apply one ``knob=value`` of ``spec`` to ``variant`` in place."""
     stages = variant.overrides["stages"]
     key, _, value = item.partition("=")
-    match = re.fullmatch(r"(blocks|ngf|d|ndf)(\d)", key)
+    match = re.fullmatch(r"(blocks|ngf|k|d|ndf)(\d)", key)
     if key == "split":
         shares = _floats(value)
         if len(shares) not in (variant.num_stages, variant.num_stages + 1):
             raise ValueError(f"{spec}: split needs {variant.num_stages} shares, or one more for a joint phase")
         phases: list[int | str] = [*range(1, variant.num_stages + 1), "joint"]
         variant.split = list(zip(phases, shares))
-    elif key in ("alpha0", "hidden", "alpha") and variant.num_stages > 1:
+    elif key in ("alpha0", "hidden", "alpha", "fscale") and variant.num_stages > 1:
         fusion = stages[-1]["fusion"]
         if key == "alpha":
             stages[-1]["fusion"] = {"kind": "fixed", "alpha": float(value)}
         else:
-            fusion[{"alpha0": "initial_alpha", "hidden": "hidden_channels"}[key]] = (
+            fusion[{"alpha0": "initial_alpha", "hidden": "hidden_channels", "fscale": "scale"}[key]] = (
                 float(value) if key == "alpha0" else int(value))
     elif match and 1 <= int(match.group(2)) <= variant.num_stages:
         field_name, stage = match.group(1), stages[int(match.group(2)) - 1]
-        part = "generator" if field_name in ("blocks", "ngf") else "discriminator"
+        part = "generator" if field_name in ("blocks", "ngf", "k") else "discriminator"
         stage[part] = {**stage.get(part, {}),
-                       {"blocks": "n_blocks", "d": "n_layers"}.get(field_name, field_name): int(value)}
+                       {"blocks": "n_blocks", "d": "n_layers", "k": "outer_kernel"}.get(field_name, field_name):
+                       int(value)}
     elif key == "residual" and variant.num_stages > 1:
         stages[-1]["generator"] = {**stages[-1]["generator"], "residual": bool(int(value))}
     elif key == "coarse":
         variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
+    elif key == "epochs1":
+        variant.stage1_epochs = int(value)
     elif key == "jlr":
         variant.module["joint_lr_scale"] = float(value)
     elif key == "weights":
@@ -262,10 +279,21 @@ def train_with_budget(
         if share <= 0:
             continue
         epochs = max(2, round(budget_s * share / seconds / epoch_steps))
+        if phase == 1 and variant.stage1_epochs is not None:
+            epochs = variant.stage1_epochs
         schedule.append(Phase(phase, epochs=math.ceil(epochs / 2), decay_epochs=epochs // 2))
     pl.seed_everything(seed, verbose=False)
     module = SCANModule(variant.preset, variant.overrides, schedule=schedule, image_log_every_n_steps=0,
                         **variant.module)
+    if variant.stage1_epochs is not None:
+        # Paired: stage 1's networks drawn from a seed of their own (the stages above draw more or fewer
+        # random numbers), and training starts from one random state, so models that differ above
+        # stage 1 train the very same stage 1.
+        torch.manual_seed(seed)
+        model = module.model
+        for network in (model.G_ab.stages[0], model.G_ba.stages[0], model.D_a[0], model.D_b[0]):
+            init_weights(network)
+        pl.seed_everything(seed, verbose=False)
     trace = QualityTrace(photos, targets, budget_s * 1.1 if hard_cap else math.inf, clock)
     _trainer(module.total_epochs, epoch_steps, [trace]).fit(module, datamodule=data)
     generator = module.model.G_ab.eval().cpu()

@@ -197,6 +197,15 @@ def _check_benchmark(words: list[str]) -> None:
         assert {r["preset"] for r in rows} == set(scan.list_models()) - {"tiny"}
         assert all(r["gflops"] > 0 and r["params_m"] > 0 and r["latency_fp32_s"] > 0 for r in rows)
         assert all(r["gflops_vs_ref"] == 1.0 for r in rows if r["preset"] == "cyclegan-256")
+    elif script.stem == "gpu_throughput":  # inference per precision, format and mode; ours vs the plain loop
+        report = json.loads(Path(f"{out}.json").read_text())
+        inference, training = report["inference"], report["training"]
+        assert {(r["precision"], r["memory_format"], r["compiled"]) for r in inference} == {
+            (p, f, c) for p in ("fp32", "bf16") for f in ("contiguous", "channels_last") for c in (False, True)}
+        assert all(r["images_s"] > 0 and r["gflops_per_image"] > 0 for r in inference)
+        assert {(r["phase"], r["precision"]) for r in training} == {("joint", "fp32"), ("joint", "bf16")}
+        assert all(r["ours_images_s"] > 0 and r["plain_images_s"] > 0 and r["tflops_plain"] > 0 for r in training)
+        assert "| tiny | joint | 64 | 2 | bf16 | eager |" in Path(f"{out}.md").read_text()
     elif script.stem == "train_throughput":  # both stages, both precisions, ours and the plain step
         expected = {(f"stage {k}", precision) for k in (1, 2) for precision in ("fp32", "bf16")}
         assert {(r["phase"], r["precision"]) for r in rows} == expected

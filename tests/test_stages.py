@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import scan
 from scan.stages import (
     MobileGenerator,
     PatchDiscriminator,
@@ -158,6 +159,20 @@ def test_refinement_generator_takes_input_and_previous():
     assert out.shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="one shape"):
         g(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 16, 16))
+
+
+def test_outer_kernel_sets_the_full_resolution_convolutions():
+    cheap = RefinementGenerator(3, ngf=4, n_blocks=1, outer_kernel=3)
+    classic = RefinementGenerator(3, ngf=4, n_blocks=1)
+    convs = [m for m in cheap.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].kernel_size == convs[-1].kernel_size == (3, 3)
+    assert [m.kernel_size for m in classic.modules() if isinstance(m, torch.nn.Conv2d)][-1] == (7, 7)
+    x = torch.rand(2, 3, 32, 32)
+    assert cheap(x, x).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="odd outer_kernel"):
+        RefinementGenerator(3, ngf=4, n_blocks=1, outer_kernel=4)
+    with pytest.raises(ValueError, match="outer_kernel must be an odd size"):
+        scan.GeneratorConfig(outer_kernel=2)
 
 
 def test_mobile_generator_shape_range_and_cost():

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 import yaml
-from torch.overrides import TorchFunctionMode
+from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.overrides import TorchFunctionMode
 
 import scan
 from scan.checkpoint import read_checkpoint
@@ -169,9 +169,9 @@ def test_a_nonfinite_step_is_skipped_whole_and_reported_at_the_next_check(tmp_pa
         elif len(calls) == 3:  # the third step starts where the skipped one found things
             opt = module.optimizers()[0].optimizer
             params = [p for g in opt.param_groups for p in g["params"]]
-            seen["unchanged"] = (all(torch.equal(a, p) for a, p in zip(seen["params"], params))
-                                 and all(torch.equal(a, opt.state[p]["exp_avg"]) for a, p in zip(seen["moments"], params))
-                                 and all(torch.equal(a, opt.state[p]["step"]) for a, p in zip(seen["step"], params)))
+            now = {"params": params, "moments": [opt.state[p]["exp_avg"] for p in params],
+                   "step": [opt.state[p]["step"] for p in params]}
+            seen["unchanged"] = all(torch.equal(a, b) for key in now for a, b in zip(seen[key], now[key]))
         return step
 
     monkeypatch.setattr(module.model, "generator_step", nan_on_second_batch)
