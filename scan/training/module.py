@@ -200,7 +200,7 @@ class SCANModule(pl.LightningModule):
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
         self.compile, self.compile_mode = compile, compile_mode
-        # Per role ("generator", "discriminator"): device-side counters of skipped steps, see _skip_if_nonfinite.
+        # Per role ("generator", "discriminator"): device-side counters of skipped steps, see _step_unless_nonfinite.
         self._nonfinite: dict[str, dict[str, Tensor]] = {}
         # One pool of past fakes per stage and domain, as in CycleGAN (per process under DDP).
         self.pools = {
@@ -320,7 +320,7 @@ class SCANModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # After a resume has loaded the optimiser states (whose param groups overwrite ours): the
-        # sync-free skip of a non-finite step needs Adam's fused kernel (see _skip_if_nonfinite).
+        # sync-free skip of a non-finite step needs Adam's fused kernel (see _step_unless_nonfinite).
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["fused"] = self._fused
@@ -373,12 +373,12 @@ class SCANModule(pl.LightningModule):
         """
         grads = [p.grad for opt in optimizers for group in opt.param_groups for p in group["params"]
                  if p.grad is not None]
-        counters = self._nonfinite.get(what)
         if not grads:
             return
         # A NaN/inf anywhere makes the total norm NaN/inf (finite gradients too large for fp32 would
         # too, and are no step to take either).
         found_inf = (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float()
+        counters = self._nonfinite.get(what)
         if counters is None:
             zero = torch.zeros((), device=found_inf.device)
             counters = self._nonfinite[what] = {"run": zero.clone(), "worst": zero.clone(), "skipped": zero.clone()}
