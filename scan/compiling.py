@@ -65,7 +65,18 @@ def compile_errors(hint: str) -> Iterator[None]:
     except Exception as e:
         if not _is_compile_failure(e):
             raise
-        raise CompileError(f"torch.compile failed on this machine ({type(e).__name__}: {one_line(e)}); {hint}") from e
+        cause = _innermost(e)
+        raise CompileError(
+            f"torch.compile failed on this machine ({type(cause).__name__}: {one_line(cause)}); {hint}"
+        ) from e
+
+
+def _innermost(error: BaseException) -> BaseException:
+    # Dynamo wraps a backend's error (BackendCompilerFailed, InductorError) with a first line that says
+    # nothing ("backend='inductor' raised:"); the wrapped error's own message says what went wrong.
+    while isinstance(inner := getattr(error, "inner_exception", None), BaseException):
+        error = inner
+    return error
 
 
 def check_compile_available(device: torch.device | str, hint: str) -> None:

@@ -64,6 +64,7 @@ class Case:
         new: files (relative to the folder) the run must create; nothing else may appear.
         new_run: a training run that started may also leave its new log folder, ``runs/demo/version_0/``.
         argparse: the error comes from argparse (a usage line precedes the ``error:`` line).
+        env: environment variables for the command (``{d}`` is the case's folder).
     """
 
     id: str
@@ -75,6 +76,7 @@ class Case:
     new: set[str] = field(default_factory=set)
     new_run: bool = False
     argparse: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -236,6 +238,17 @@ CASES = [
          setup=_both(_photos("in/astronaut.png", array=data.astronaut), _write("in/broken.png", b"nope"),
                      lambda d: _png(d / "in/dot.png", np.zeros((1, 1, 3), np.uint8))),
          new={"out/astronaut.png"}),
+    Case("infer-folder-in-batches-carries-on-past-bad-files", "infer",
+         f"{I} --input {{d}}/in --output {{d}}/out --landmarks dlib --batch-size 3 --workers 2", 1,
+         "2 of 4 input(s) failed",
+         setup=_both(_photos("in/a.png", "in/s/b.png", array=data.astronaut), _write("in/broken.png", b"nope"),
+                     lambda d: _png(d / "in/dot.png", np.zeros((1, 1, 3), np.uint8))),
+         new={"out/a.png", "out/s/b.png"}),
+    Case("infer-folder-of-bad-files-only-batch-larger-than-the-folder", "infer",
+         f"{I} --input {{d}}/in --output {{d}}/out --landmarks dlib --batch-size 64 --workers 2", 1,
+         "2 of 2 input(s) failed",
+         setup=_both(_write("in/broken.png", b"nope"),
+                     lambda d: _png(d / "in/dot.png", np.zeros((1, 1, 3), np.uint8)))),
     Case("infer-empty-folder", "infer", f"{I} --input {{d}}/empty --output {{d}}/out", 2, "no image files",
          setup=lambda d: (d / "empty").mkdir()),
     Case("infer-folder-without-images", "infer", f"{I} --input {{d}}/docs --output {{d}}/out", 2, "no image files",
@@ -301,6 +314,15 @@ CASES = [
          "100000 px is outside 8..8192", argparse=True),
     Case("export-size-0", "export", "--checkpoint {d}/tiny.pt --output {d}/out.onnx --size 0", 2,
          "0 is not positive", argparse=True),
+    Case("infer-batch-size-0", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/out.png --batch-size 0", 2,
+         "--batch-size: 0 is not positive", argparse=True),
+    Case("infer-workers-negative", "infer", f"{I} --input {{d}}/crop.png --output {{d}}/out.png --workers -1", 2,
+         "--workers: -1 is outside 0..64", argparse=True),
+    # --- torch.compile where it cannot work: one line, early (a fresh cache, so that nothing compiled
+    # before is reused)
+    Case("infer-compile-without-a-cxx-compiler", "infer",
+         f"{I} --input {{d}}/crop.png --output {{d}}/out.png --align none --compile", 2, "No working C++ compiler",
+         env={"CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": "{d}-inductor-cache"}),
     # --- NaN
     Case("infer-model-with-nan-weights", "infer", BAD, 2, "output is NaN/inf", setup=_bad_checkpoint(_nan_weights)),
     Case("infer-folder-with-a-nan-model-names-each-file", "infer",
@@ -360,7 +382,7 @@ def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProce
             case.setup(d)
         before = _snapshot(d)
         args = case.args.replace("{d}", str(d)).split()
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", **{k: v.replace("{d}", str(d)) for k, v in case.env.items()}}
         start = time.perf_counter()
         result = subprocess.run([sys.executable, *PROGRAMS[case.program], *args], cwd=d, capture_output=True,
                                 text=True, timeout=300, env=env)
