@@ -7,8 +7,8 @@ a global change of shape) it trains, each for the same time budget and at the sa
   cyclegan       the single-stage ``cyclegan-256`` recipe (ResNet-9, no input skip) at the top size
   cyclegan+skip  the same generator with scan's input skip (separates the skip's effect from stacking's)
   scan           the two-stage ``scan-128-256`` recipe: ResNet-6 at half size, then a residual
-                 ResNet-3 refiner at the top size with the adaptive fusion block; 70% of the budget
-                 on stage 1
+                 ResNet-3 refiner of half the width at the top size with the adaptive fusion block;
+                 70% of the budget on stage 1
   scan+joint     ``scan`` with a joint phase: 60% stage 1, 20% stage 2, 20% both stages at once
   scan-fixed     ``scan`` with the fusion block replaced by a fixed alpha of 0.5
 

@@ -69,11 +69,16 @@ def _translator(n_blocks: int, ngf: int = 64, input_skip: bool = True) -> StageC
     return StageConfig(generator=GeneratorConfig("resnet", ngf, n_blocks, input_skip))
 
 
-def _refiner(n_blocks: int = 3, ngf: int = 64) -> StageConfig:
+def _refiner(n_blocks: int = 3, ngf: int = 32) -> StageConfig:
     # Residual: a new stage starts exactly at the stage below's result and learns a correction. In
     # benchmarks/quality.py this removed the PSNR drop of stage 2 and raised the final score in every
     # seed on both mappings (README, "What stacking buys").
-    return StageConfig(generator=GeneratorConfig("refine", ngf, n_blocks, input_skip=True, residual=True))
+    # Cheap where it runs at full resolution, where a GPU is memory-bound (issue 12): half the
+    # translator's width, 3x3 first and last convolutions, the fusion block's alpha map computed at
+    # half resolution. A third of the refiner's former cost; in quality.py, on one and the same stage 1,
+    # it scored as the 64-wide 7x7 refiner did (README, "What stacking buys").
+    generator = GeneratorConfig("refine", ngf, n_blocks, input_skip=True, residual=True, outer_kernel=3)
+    return StageConfig(generator=generator, fusion=FusionConfig(scale=2))
 
 
 @register_model("cyclegan-256")
