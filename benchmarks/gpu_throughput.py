@@ -433,6 +433,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed inference repeats (the median is kept)")
     parser.add_argument("--calls", type=int, default=10, help="inference calls per timed repeat")
     parser.add_argument("--no-train", action="store_true", help="inference only")
+    parser.add_argument("--no-inference", action="store_true", help="training only")
     parser.add_argument("--train-presets", nargs="+", default=["cyclegan-256", "scan-128-256"])
     parser.add_argument("--phases", nargs="+", default=["1", "2", "joint"])
     parser.add_argument("--train-batches", type=int, nargs="+", default=[1, 8])
@@ -463,7 +464,7 @@ def main() -> None:
     }
     print(f"{meta['device_name']}: inference of {', '.join(args.presets)} at {args.size} px", flush=True)
     inference = []
-    for row in inference_rows(args, device, peak):
+    for row in [] if args.no_inference else inference_rows(args, device, peak):
         inference.append(row)
         print(f"  {row['preset']:14} batch {row['batch']:>3} {row['precision']} {row['memory_format']:13} "
               f"{_fmt(row['compiled']):8} {row['images_s']:9.1f} img/s {row['tflops']:7.2f} TFLOP/s", flush=True)

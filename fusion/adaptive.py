@@ -62,6 +62,8 @@ class AdaptiveFusion(nn.Module):
         - Output: ``(fused, alpha)`` with fused :math:`(B, C, H, W)` and alpha :math:`(B, 1 | C, H, W)`.
     """
 
+    logit_offset: Tensor
+
     def __init__(
         self, channels: int = 3, hidden_channels: int = 32, per_channel: bool = False, initial_alpha: float = 0.5,
         scale: int = 1,

@@ -199,7 +199,8 @@ class SCANModule(pl.LightningModule):
         if max_nonfinite_steps < 1:
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
-        self.compile, self.compile_mode = compile, compile_mode
+        # Not self.compile: that is nn.Module's compile() method.
+        self.compile_networks, self.compile_mode = compile, compile_mode
         # Per role ("generator", "discriminator"): device-side counters of skipped steps, see _step_unless_nonfinite.
         self._nonfinite: dict[str, dict[str, Tensor]] = {}
         # One pool of past fakes per stage and domain, as in CycleGAN (per process under DDP).
@@ -312,7 +313,7 @@ class SCANModule(pl.LightningModule):
             loop.max_epochs = self.total_epochs
             rank_zero_info(f"max_epochs not set: training stops when the schedule is done, after "
                            f"{self.total_epochs} epochs in {len(self.phases)} phase(s)")
-        if self.compile:
+        if self.compile_networks:
             check_compile_available(self.device, _COMPILE_HINT)
             networks = [*self.model.G_ab.stages, *self.model.G_ab.fusions, *self.model.G_ba.stages,
                         *self.model.G_ba.fusions, *self.model.D_a, *self.model.D_b]
@@ -427,7 +428,7 @@ class SCANModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # Networks compile on their first call of a phase: a failure there is one line too.
-        with compile_errors(_COMPILE_HINT) if self.compile else contextlib.nullcontext():
+        with compile_errors(_COMPILE_HINT) if self.compile_networks else contextlib.nullcontext():
             self._training_step(batch, batch_idx)
 
     def _training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
