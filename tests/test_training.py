@@ -557,3 +557,24 @@ def test_lightnings_progress_bars_read_the_losses_by_the_clock(tmp_path, demo_ro
         slow.on_train_batch_end(trainer, module, None, None, batch_idx)
     assert redraws == [0]
     assert throttled(None) is None and throttled(type("Own", (TQDMProgressBar,), {})()) is None
+
+
+def test_a_checkpoint_from_before_the_fused_optimiser_resumes_fused(tmp_path, demo_root, monkeypatch):
+    """Checkpoints saved before the device-side skip hold non-fused Adam states; a resumed run steps
+    them with the fused kernel, its step counts continuing."""
+    import scan.training.module as module_file
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module_file, "_fused_adam_supported", lambda device: False)
+        old = SCANModule("tiny", schedule=[Phase(1, 2, 0)], image_log_every_n_steps=0)
+        trainer = _trainer(tmp_path, max_epochs=1, batches=2, limit_val_batches=0)
+        trainer.fit(old, _datamodule(demo_root))
+        trainer.save_checkpoint(tmp_path / "old.ckpt")
+    assert not any(g["fused"] for g in old.optimizers()[0].optimizer.param_groups)
+    resumed = SCANModule("tiny", schedule=[Phase(1, 2, 0)], image_log_every_n_steps=0)
+    _trainer(tmp_path, max_epochs=2, batches=2, limit_val_batches=0).fit(
+        resumed, _datamodule(demo_root), ckpt_path=str(tmp_path / "old.ckpt"))
+    opt = resumed.optimizers()[0].optimizer
+    assert all(g["fused"] for g in opt.param_groups)
+    steps = {(opt.state[p]["step"].dtype, float(opt.state[p]["step"])) for g in opt.param_groups for p in g["params"]}
+    assert steps == {(torch.float32, 4.0)}  # 2 batches before the checkpoint, 2 after

@@ -325,6 +325,14 @@ class SCANModule(pl.LightningModule):
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["fused"] = self._fused
+                if not self._fused:
+                    continue
+                for p in group["params"]:
+                    # A checkpoint saved before the fused kernel keeps Adam's step counts on the CPU,
+                    # where the kernel needs them beside the parameter.
+                    state = opt.state.get(p, {})
+                    if "step" in state:
+                        state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
         # A run resumed from a mid-epoch checkpoint continues its epoch without on_train_epoch_start.
         self._set_up_epoch()
 
