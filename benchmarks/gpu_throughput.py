@@ -451,10 +451,24 @@ def main() -> None:
         args.warmup, args.repeats, args.calls, args.steps, args.train_warmup = 1, 2, 1, 2, 1
         args.phases = ["joint"]
         os.environ.setdefault(COMPILE_BACKEND_ENV, "aot_eager")
+    if args.quick:
+        print("--quick: the tiny preset at 64 px, batch 2, the joint phase (other size, preset, batch and phase "
+              "options are not used)", flush=True)
+    if min(args.batches + args.train_batches) < 1 or args.steps < 1:
+        parser.error("batch sizes and --steps must be at least 1")
     args.compile = [mode == "compiled" for mode in args.compile]
     args.train_compile = [False, True] if args.train_compile else [False]
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch has no CUDA device")
+    out = args.out or Path(__file__).parent / "results" / f"gpu_throughput-{device.type}.json"
+    try:  # an unwritable place fails now, not after the run
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {out}: {e.strerror}")
+    if not os.access(out.parent, os.W_OK):
+        parser.error(f"--out {out}: cannot write to {out.parent}")
     peak = device_peak_tflops(device, args.peak_tflops)
     meta = {
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
@@ -482,7 +496,6 @@ def main() -> None:
     print("\n" + table)
     for name, met in found.items():
         print(f"target {name}: {'met' if met else 'NOT met'}")
-    out = args.out or Path(__file__).parent / "results" / f"gpu_throughput-{device.type}.json"
     report = {"meta": meta, "inference": inference, "training": training, "rows": inference + training,
               "recipe_hours": recipe, "targets": found}
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))

@@ -18,12 +18,14 @@ from torch import nn
 
 from scan.errors import UserError, one_line
 
-__all__ = ["CompileError", "COMPILE_BACKEND_ENV", "compile_backend", "compile_modules", "compile_errors",
-           "check_compile_available"]
+__all__ = ["CompileError", "COMPILE_BACKEND_ENV", "COMPILE_MODES", "compile_backend", "compile_modules",
+           "compile_errors", "check_compile_available"]
 
 # torch.compile's backend; tests set "aot_eager" (the same graph capture, no code generation, seconds
 # instead of minutes on a CPU).
 COMPILE_BACKEND_ENV = "SCAN_COMPILE_BACKEND"
+# torch.compile's modes (None: its default).
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class CompileError(UserError, RuntimeError):

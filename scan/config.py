@@ -54,7 +54,7 @@ class GeneratorConfig:
     outer_kernel: int = 7
 
     def __post_init__(self) -> None:
-        if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
+        if not isinstance(self.outer_kernel, int) or self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ValueError(f"outer_kernel must be an odd size >= 1, got {self.outer_kernel}")
         if self.kind not in components.stage_kinds():
             raise components.UnknownComponentError(

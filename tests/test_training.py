@@ -578,3 +578,62 @@ def test_a_checkpoint_from_before_the_fused_optimiser_resumes_fused(tmp_path, de
     assert all(g["fused"] for g in opt.param_groups)
     steps = {(opt.state[p]["step"].dtype, float(opt.state[p]["step"])) for g in opt.param_groups for p in g["params"]}
     assert steps == {(torch.float32, 4.0)}  # 2 batches before the checkpoint, 2 after
+
+
+def test_a_run_diverging_in_epochs_shorter_than_the_check_interval_still_stops(tmp_path, demo_root, monkeypatch):
+    """The non-finite counters are read at every epoch's end too: 3-batch epochs never reach a
+    periodic check at 4 batches, and the run must stop all the same."""
+    module = SCANModule("tiny", schedule=[Phase(1, 8, 0)], max_nonfinite_steps=4, image_log_every_n_steps=0)
+    real_step = module.model.generator_step
+
+    def nan_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+        step.loss = step.loss * float("nan")
+        return step
+
+    monkeypatch.setattr(module.model, "generator_step", nan_step)
+    with pytest.raises(NonFiniteLossError, match="for 6 steps in a row"):
+        _trainer(tmp_path, max_epochs=8, batches=3, limit_val_batches=0).fit(module, _datamodule(demo_root))
+    assert module.current_epoch == 1  # stopped at the end of the second epoch, not after all eight
+
+
+def test_fp16_with_a_grad_scaler_steps_through_the_scaler(tmp_path, demo_root):
+    """Under 16-mixed the GradScaler gives the fused kernel its own found_inf; ours stays out of its way."""
+    from pytorch_lightning.plugins import MixedPrecision
+
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=0)
+    before = [p.detach().clone() for p in module.model.G_ab.parameters()]
+    trainer = _trainer(tmp_path, max_epochs=1, batches=3, limit_val_batches=0,
+                       plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))])
+    trainer.fit(module, _datamodule(demo_root))
+    assert trainer.precision_plugin.scaler is not None
+    assert any(not torch.equal(b, p) for b, p in zip(before, module.model.G_ab.parameters()))
+
+
+def test_a_resumed_run_keeps_this_commands_run_options_and_says_what_the_checkpoint_replaced(
+        tmp_path, demo_root, capsys, monkeypatch):
+    monkeypatch.setenv("SCAN_COMPILE_BACKEND", "aot_eager")
+    module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=0)
+    trainer = _trainer(tmp_path, max_epochs=1, batches=2, limit_val_batches=0)
+    trainer.fit(module, _datamodule(demo_root))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    runs = tmp_path / "runs"
+    code = train_main(["fit", "--model.model", "tiny", "--model.schedule", "[{stage: 1, epochs: 1, decay_epochs: 0}]",
+                       "--model.lr", "0.001", "--model.compile", "true", "--data.root", str(demo_root),
+                       "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                       "--trainer.logger.init_args.save_dir", str(runs), "--ckpt_path", str(tmp_path / "run.ckpt")])
+    assert code == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note: resuming from")]
+    assert len(notes) == 1 and "--model.lr" in notes[0] and "--model.model " not in notes[0], err
+    assert "--model.schedule" not in notes[0]  # the same schedule as the checkpoint's: nothing replaced
+    (config,) = runs.glob("*/version_*/config.yaml")
+    saved = yaml.safe_load(config.read_text())["model"]
+    assert saved["compile"] is True and saved["lr"] == pytest.approx(2e-4)
+
+
+def test_bad_compile_mode_and_kernel_type_are_refused_in_words():
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        SCANModule("tiny", compile=True, compile_mode="bogus")
+    with pytest.raises(ValueError, match="outer_kernel must be an odd size"):
+        scan.create_model("scan-128-256", stages=[None, {"generator": {"outer_kernel": "3"}}])

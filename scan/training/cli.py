@@ -11,6 +11,7 @@ completed fit the trained model as ``model.pt`` (for ``infer.py``, ``scan-export
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from jsonargparse import lazy_instance
+from jsonargparse import Namespace, lazy_instance
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -64,6 +65,25 @@ class AtomicSaveConfig(SaveConfigCallback):
         self.already_saved = True
 
 
+# How a run goes, not what it trains: a resumed run takes these from its command, not from the checkpoint.
+RUN_OPTIONS = ("compile", "compile_mode", "channels_last", "max_nonfinite_steps", "image_log_every_n_steps")
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A --model.* value as plain data, comparable with a checkpoint's: namespaces as dicts, a preset
+    name as its config."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, list):
+        return [_plain("", v) for v in value]
+    if key == "model" and isinstance(value, str):
+        try:
+            return create_config(value).to_dict()
+        except ValueError:
+            return value
+    return value
+
+
 def _launching_process() -> bool:
     """Whether this is the process a user started (rank 0), not a DDP worker that Lightning launched."""
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
@@ -101,7 +121,25 @@ class SCANCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):  # Lightning's named checkpoints
             check_training_checkpoint(ckpt_path)
+        command = copy.deepcopy(self.config[subcommand]["model"]) if subcommand else None
+        # Lightning replaces every --model.* option with the checkpoint's: a resumed run trains the
+        # model it saved, on its schedule. How it runs is this command's to say, though.
         super()._parse_ckpt_path()
+        if command is None or not ckpt_path:
+            return
+        resumed = self.config[subcommand]["model"]
+        for key in RUN_OPTIONS:
+            if key in command:
+                resumed[key] = command[key]
+        defaults = {name: p.default for name, p in inspect.signature(SCANModule).parameters.items()}
+        defaults["model"] = _default_model_config()
+        replaced = [key for key in defaults if key not in RUN_OPTIONS and key in command
+                    and _plain(key, command[key]) != _plain(key, resumed[key])
+                    and _plain(key, command[key]) != _plain(key, defaults[key])]
+        if replaced and _launching_process():
+            print(f"note: resuming from {ckpt_path}: the checkpoint's {', '.join(f'--model.{k}' for k in replaced)} "
+                  f"replace(s) this command's (a resumed run trains the model it saved, on its schedule; "
+                  f"{', '.join(f'--model.{k}' for k in RUN_OPTIONS)} are this command's)", file=sys.stderr)
 
     def before_fit(self) -> None:
         logger = self.trainer.logger

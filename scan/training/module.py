@@ -17,7 +17,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 
-from scan.compiling import check_compile_available, compile_errors, compile_modules
+from scan.compiling import COMPILE_MODES, check_compile_available, compile_errors, compile_modules
 from scan.config import SCANConfig, apply_overrides
 from scan.errors import UserError
 from scan.imageops import heatmap, make_grid
@@ -200,6 +200,8 @@ class SCANModule(pl.LightningModule):
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
         # Not self.compile: that is nn.Module's compile() method.
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(map(str, COMPILE_MODES))}, got {compile_mode!r}")
         self.compile_networks, self.compile_mode = compile, compile_mode
         # Per role ("generator", "discriminator"): device-side counters of skipped steps, see _step_unless_nonfinite.
         self._nonfinite: dict[str, dict[str, Tensor]] = {}
@@ -336,6 +338,10 @@ class SCANModule(pl.LightningModule):
         # A run resumed from a mid-epoch checkpoint continues its epoch without on_train_epoch_start.
         self._set_up_epoch()
 
+    def on_train_epoch_end(self) -> None:
+        # The batches after the last periodic check (or all of them, in epochs shorter than it).
+        self._check_nonfinite()
+
     def on_train_end(self) -> None:
         if self.current_epoch >= self.total_epochs:
             rank_zero_info(f"schedule done: {len(self.phases)} phase(s), {self.total_epochs} epochs")
@@ -394,7 +400,11 @@ class SCANModule(pl.LightningModule):
         counters["run"].add_(1).mul_(found_inf)  # consecutive skipped steps: +1, or back to 0
         torch.maximum(counters["worst"], counters["run"], out=counters["worst"])
         counters["skipped"].add_(found_inf)
-        if self._fused:
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            # fp16: the GradScaler hands the fused kernel its own found_inf (and skips on the device)
+            for opt in optimizers:
+                opt.step()
+        elif self._fused:
             for opt in optimizers:
                 opt.optimizer.found_inf = found_inf  # Lightning's wrapper -> the torch optimiser
                 opt.step()
