@@ -131,9 +131,7 @@ def test_every_phase_trains_its_part_and_logs_to_tensorboard(tmp_path, demo_root
     assert (grid.height, grid.width) == (2 + 2 * 66, 2 + 8 * 66)
 
 
-@pytest.mark.slow
-def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, monkeypatch):
-    module = SCANModule("tiny", schedule=[Phase(1, 5, 0)], max_nonfinite_steps=3, image_log_every_n_steps=0)
+def _generator_loss_always_nan(module: SCANModule, monkeypatch) -> None:
     real_step = module.model.generator_step
 
     def nan_step(*args, **kwargs):
@@ -142,6 +140,12 @@ def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, m
         return step
 
     monkeypatch.setattr(module.model, "generator_step", nan_step)
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_skips_the_step_then_stops_the_run(tmp_path, demo_root, monkeypatch):
+    module = SCANModule("tiny", schedule=[Phase(1, 5, 0)], max_nonfinite_steps=3, image_log_every_n_steps=0)
+    _generator_loss_always_nan(module, monkeypatch)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     with pytest.raises(NonFiniteLossError, match="generator loss was NaN/inf for 3 steps in a row"):
         _trainer(tmp_path, max_epochs=5, batches=10).fit(module, _datamodule(demo_root))
@@ -584,14 +588,7 @@ def test_a_run_diverging_in_epochs_shorter_than_the_check_interval_still_stops(t
     """The non-finite counters are read at every epoch's end too: 3-batch epochs never reach a
     periodic check at 4 batches, and the run must stop all the same."""
     module = SCANModule("tiny", schedule=[Phase(1, 8, 0)], max_nonfinite_steps=4, image_log_every_n_steps=0)
-    real_step = module.model.generator_step
-
-    def nan_step(*args, **kwargs):
-        step = real_step(*args, **kwargs)
-        step.loss = step.loss * float("nan")
-        return step
-
-    monkeypatch.setattr(module.model, "generator_step", nan_step)
+    _generator_loss_always_nan(module, monkeypatch)
     with pytest.raises(NonFiniteLossError, match="for 6 steps in a row"):
         _trainer(tmp_path, max_epochs=8, batches=3, limit_val_batches=0).fit(module, _datamodule(demo_root))
     assert module.current_epoch == 1  # stopped at the end of the second epoch, not after all eight
