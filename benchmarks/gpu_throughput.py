@@ -96,12 +96,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def generator_networks(model: scan.SCAN) -> list[torch.nn.Module]:
-    """What compiling a model compiles: each stage and fusion block of both directions (as Translator
-    and SCANModule do)."""
-    return [*model.G_ab.stages, *model.G_ab.fusions, *model.G_ba.stages, *model.G_ba.fusions]
-
-
 # ------------------------------------------------------------------------------------------ inference
 def inference_rows(args: argparse.Namespace, device: torch.device, peak: dict[str, float] | None) -> Iterator[dict]:
     for preset in args.presets:
@@ -114,7 +108,7 @@ def inference_rows(args: argparse.Namespace, device: torch.device, peak: dict[st
                     model.G_ab(torch.zeros(1, 3, args.size, args.size, device=device))
                 flops_per_image = counter.get_total_flops()
             if compiled:
-                compile_modules(generator_networks(model))
+                compile_modules(model.G_ab.networks())
             for memory_format in args.formats:
                 layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
                 model.to(memory_format=layout)  # type: ignore[call-overload]
@@ -206,79 +200,91 @@ def _fused_adam(params: list[torch.nn.Parameter]) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
 
 
+class PlainLoop:
+    """pytorch-CycleGAN-and-pix2pix's ``optimize_parameters``, written out over a SCAN model's networks
+    for one phase: the stages the phase trains (all, in a joint phase, each judged at its own size),
+    the lower stages frozen and in eval mode as in ``SCANModule``; Adam (fused where the device has
+    it), LSGAN, cycle and identity L1, image pools."""
+
+    def __init__(self, model: scan.SCAN, phase: Phase) -> None:
+        self.model = model
+        top = model.num_stages
+        self.stages = list(range(1, top + 1)) if phase.stage == "joint" else [int(phase.stage)]
+        gens = [m for s in self.stages for m in model.stage_modules(s)[0]]
+        discs = [m for s in self.stages for m in model.stage_modules(s)[1]]
+        if phase.stage != "joint":
+            for k in range(int(phase.stage) - 1):
+                model.G_ab.stages[k].eval(), model.G_ba.stages[k].eval()
+                if k:
+                    model.G_ab.fusions[k - 1].eval(), model.G_ba.fusions[k - 1].eval()
+        model.requires_grad_(False)
+        self.g_params = [p for m in gens for p in m.parameters()]
+        self.d_params = [p for m in discs for p in m.parameters()]
+        self.opt_g, self.opt_d = _fused_adam(self.g_params), _fused_adam(self.d_params)
+        self.pools = {(s, d): scan.ImagePool(50) for s in self.stages for d in "ab"}
+
+    def step(self, real_a_top: torch.Tensor, real_b_top: torch.Tensor, device: torch.device, precision: str) -> None:
+        """One generator and one discriminator update on a batch at the top stage's size."""
+        model, cfg = self.model, self.model.config.loss
+        lam, lam_idt = cfg.lambda_cycle, cfg.lambda_identity
+        for p in self.g_params:
+            p.requires_grad_(True)
+        loss_g, fakes = 0.0, {}
+        with autocast(device, precision):
+            for s in self.stages:
+                real_a, real_b = model.stage_input(real_a_top, s), model.stage_input(real_b_top, s)
+                fake_b, fake_a = model.G_ab(real_a, upto=s).final, model.G_ba(real_b, upto=s).final
+                rec_a, rec_b = model.G_ba(fake_b, upto=s).final, model.G_ab(fake_a, upto=s).final
+                idt_b, idt_a = model.G_ab(real_b, upto=s).final, model.G_ba(real_a, upto=s).final
+                pred_b, pred_a = model.D_b[s - 1](fake_b), model.D_a[s - 1](fake_a)
+                loss_g = loss_g + (
+                    F.mse_loss(pred_b, torch.ones_like(pred_b)) + F.mse_loss(pred_a, torch.ones_like(pred_a))
+                    + lam * (F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b))
+                    + lam * lam_idt * (F.l1_loss(idt_a, real_a) + F.l1_loss(idt_b, real_b))
+                )
+                fakes[s] = (real_a, real_b, fake_a.detach(), fake_b.detach())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        for p in self.g_params:
+            p.requires_grad_(False)
+        for p in self.d_params:
+            p.requires_grad_(True)
+        loss_d = 0.0
+        with autocast(device, precision):
+            for s, (real_a, real_b, fake_a, fake_b) in fakes.items():
+                for d, real_x, fake in ((model.D_a[s - 1], real_a, self.pools[s, "a"].query(fake_a)),
+                                        (model.D_b[s - 1], real_b, self.pools[s, "b"].query(fake_b))):
+                    pr, pf = d(real_x), d(fake)
+                    loss_d = loss_d + 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        for p in self.d_params:
+            p.requires_grad_(False)
+
+
 def plain_step_s(preset: str, phase: Phase, data: DataLoader, device: torch.device, precision: str, warmup: int,
                  compiled: bool) -> tuple[float, float]:
-    """Seconds per step of a plain loop over the same networks, and the FLOPs of one step (forward and
-    backward, counted on the first)."""
+    """Seconds per step of :class:`PlainLoop` over the same networks, and the FLOPs of one step (forward
+    and backward, counted on the first)."""
     torch.manual_seed(0)
     model = scan.create_model(preset).to(device)
-    top = model.num_stages
-    stages = list(range(1, top + 1)) if phase.stage == "joint" else [int(phase.stage)]
-    trained_gens, discs = [], []
-    for stage in stages:
-        gens, ds = model.stage_modules(stage)
-        trained_gens += gens
-        discs += ds
-    if phase.stage != "joint":
-        for k in range(int(phase.stage) - 1):  # frozen stages in eval mode, as SCANModule has them
-            model.G_ab.stages[k].eval(), model.G_ba.stages[k].eval()
-            if k:
-                model.G_ab.fusions[k - 1].eval(), model.G_ba.fusions[k - 1].eval()
     if compiled:
-        compile_modules([*generator_networks(model), *model.D_a, *model.D_b])
-    model.requires_grad_(False)
-    g_params = [p for m in trained_gens for p in m.parameters()]
-    d_params = [p for m in discs for p in m.parameters()]
-    opt_g, opt_d = _fused_adam(g_params), _fused_adam(d_params)
-    pools = {(s, d): scan.ImagePool(50) for s in stages for d in "ab"}
-    lam, lam_idt = model.config.loss.lambda_cycle, model.config.loss.lambda_identity
+        compile_modules(model.networks())
+    loop = PlainLoop(model, phase)
     flops, start = 0.0, 0.0
     for i, batch in enumerate(data):
         if i == warmup:
             synchronize(device)
             start = time.perf_counter()
-        counting = FlopCounterMode(display=False) if i == 0 else contextlib.nullcontext()
-        with counting:
-            real = {d: batch[d].to(device, non_blocking=True) for d in "ab"}
-            for p in g_params:
-                p.requires_grad_(True)
-            loss_g, fakes = 0.0, {}
-            with autocast(device, precision):
-                for s in stages:
-                    real_a, real_b = model.stage_input(real["a"], s), model.stage_input(real["b"], s)
-                    fake_b = model.G_ab(real_a, upto=s).final
-                    fake_a = model.G_ba(real_b, upto=s).final
-                    rec_a, rec_b = model.G_ba(fake_b, upto=s).final, model.G_ab(fake_a, upto=s).final
-                    idt_b, idt_a = model.G_ab(real_b, upto=s).final, model.G_ba(real_a, upto=s).final
-                    pred_b, pred_a = model.D_b[s - 1](fake_b), model.D_a[s - 1](fake_a)
-                    loss_g = loss_g + (
-                        F.mse_loss(pred_b, torch.ones_like(pred_b)) + F.mse_loss(pred_a, torch.ones_like(pred_a))
-                        + lam * (F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b))
-                        + lam * lam_idt * (F.l1_loss(idt_a, real_a) + F.l1_loss(idt_b, real_b))
-                    )
-                    fakes[s] = (real_a, real_b, fake_a.detach(), fake_b.detach())
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            for p in g_params:
-                p.requires_grad_(False)
-            for p in d_params:
-                p.requires_grad_(True)
-            loss_d = 0.0
-            with autocast(device, precision):
-                for s, (real_a, real_b, fake_a, fake_b) in fakes.items():
-                    for d, real_x, fake in ((model.D_a[s - 1], real_a, pools[s, "a"].query(fake_a)),
-                                            (model.D_b[s - 1], real_b, pools[s, "b"].query(fake_b))):
-                        pr, pf = d(real_x), d(fake)
-                        loss_d = loss_d + 0.5 * (F.mse_loss(pr, torch.ones_like(pr))
-                                                 + F.mse_loss(pf, torch.zeros_like(pf)))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            for p in d_params:
-                p.requires_grad_(False)
+        real_a, real_b = (batch[d].to(device, non_blocking=True) for d in "ab")
         if i == 0:
-            flops = float(counting.get_total_flops())  # type: ignore[union-attr]
+            with FlopCounterMode(display=False) as counter:
+                loop.step(real_a, real_b, device, precision)
+            flops = float(counter.get_total_flops())
+        else:
+            loop.step(real_a, real_b, device, precision)
     synchronize(device)
     return (time.perf_counter() - start) / (len(data) - warmup), flops
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
+from gpu_throughput import PlainLoop  # benchmarks/ is the script's folder, so on sys.path
 from torch.utils.data import DataLoader, Dataset
 
 import scan
@@ -93,54 +93,18 @@ def lightning_step_times(module: SCANModule, size: int, steps: int, bf16: bool) 
 
 
 def plain_step_times(model: scan.SCAN, stage: int, size: int, steps: int, bf16: bool) -> list[float]:
-    """pytorch-CycleGAN-and-pix2pix's optimize_parameters, written out, on the same networks."""
-    gens, discs = model.stage_modules(stage)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    g_params = [p for m in gens for p in m.parameters()]
-    d_params = [p for m in discs for p in m.parameters()]
-    for p in g_params + d_params:
-        p.requires_grad_(True)
-    opt_g = torch.optim.Adam(g_params, lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d_params, lr=2e-4, betas=(0.5, 0.999))
-    pool_a, pool_b = scan.ImagePool(50), scan.ImagePool(50)
-    k = stage - 1
-    lam, lam_idt = model.config.loss.lambda_cycle, model.config.loss.lambda_identity
+    """pytorch-CycleGAN-and-pix2pix's optimize_parameters, written out, on the same networks
+    (``gpu_throughput.PlainLoop``), each step timed."""
+    loop = PlainLoop(model, Phase(stage, 1, 0))
+    top = size * 2 ** (model.num_stages - stage)  # the loop takes batches at the top size, like ours
+    cpu = torch.device("cpu")
     times = []
     for _ in range(steps + 1):
-        real_a, real_b = torch.rand(2, 1, 3, size, size) * 2 - 1
+        real_a, real_b = torch.rand(2, 1, 3, top, top) * 2 - 1
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            for p in d_params:
-                p.requires_grad_(False)
-            fake_b = model.G_ab(real_a, upto=stage).final
-            fake_a = model.G_ba(real_b, upto=stage).final
-            rec_a = model.G_ba(fake_b, upto=stage).final
-            rec_b = model.G_ab(fake_a, upto=stage).final
-            idt_b = model.G_ab(real_b, upto=stage).final
-            idt_a = model.G_ba(real_a, upto=stage).final
-            pred_b, pred_a = model.D_b[k](fake_b), model.D_a[k](fake_a)
-            loss_g = (
-                F.mse_loss(pred_b, torch.ones_like(pred_b)) + F.mse_loss(pred_a, torch.ones_like(pred_a))
-                + lam * (F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b))
-                + lam * lam_idt * (F.l1_loss(idt_a, real_a) + F.l1_loss(idt_b, real_b))
-            )
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-        for p in d_params:
-            p.requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss_d = 0.0
-            for d, real, fake in ((model.D_a[k], real_a, pool_a.query(fake_a)), (model.D_b[k], real_b, pool_b.query(fake_b))):
-                pr, pf = d(real), d(fake.detach())
-                loss_d = loss_d + 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
+        loop.step(real_a, real_b, cpu, "bf16" if bf16 else "fp32")
         times.append(time.perf_counter() - start)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model.requires_grad_(True)
     return times[1:]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -60,6 +62,20 @@ class StackOutput:
         """The last stage's output."""
         return self.outputs[-1]
 
+    def map(self, fn: Callable[[Tensor], Tensor]) -> StackOutput:
+        """``fn`` applied to every image and alpha map, e.g. ``out.map(Tensor.cpu)``."""
+        return StackOutput(outputs=[fn(o) for o in self.outputs],
+                           alphas=[None if a is None else fn(a) for a in self.alphas], raw=[fn(r) for r in self.raw])
+
+    @staticmethod
+    def cat(parts: Sequence[StackOutput]) -> StackOutput:
+        """Batches of one stack concatenated along the batch dimension."""
+        return StackOutput(
+            outputs=[torch.cat(images) for images in zip(*(p.outputs for p in parts))],
+            alphas=[None if maps[0] is None else torch.cat(maps) for maps in zip(*(p.alphas for p in parts))],
+            raw=[torch.cat(images) for images in zip(*(p.raw for p in parts))],
+        )
+
 
 class StackedGenerator(nn.Module):
     """One direction (A->B or B->A) of SCAN.
@@ -93,6 +109,11 @@ class StackedGenerator(nn.Module):
     @property
     def num_stages(self) -> int:
         return len(self.stages)
+
+    def networks(self) -> list[nn.Module]:
+        """Every stage generator and fusion block: the units compiled one by one (the stack's loop and
+        checks stay Python)."""
+        return [*self.stages, *self.fusions]
 
     def forward(self, x: Tensor, upto: int | None = None) -> StackOutput:
         upto = self.num_stages if upto is None else upto

@@ -74,6 +74,11 @@ class SCAN(nn.Module):
         if not 1 <= stage <= self.num_stages:
             raise ValueError(f"stage must be in 1..{self.num_stages}, got {stage}")
 
+    def networks(self) -> list[nn.Module]:
+        """Both directions' stage generators and fusion blocks, and every discriminator: what
+        ``torch.compile`` compiles one by one."""
+        return [*self.G_ab.networks(), *self.G_ba.networks(), *self.D_a, *self.D_b]
+
     def generator(self, direction: Direction) -> StackedGenerator:
         """``G_ab`` for ``"a2b"``, ``G_ba`` for ``"b2a"``."""
         if direction not in DIRECTIONS:

@@ -4,6 +4,7 @@ or a stream of photos in batches."""
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 import weakref
@@ -186,7 +187,7 @@ class Translator:
         if not self.compiled:
             with compile_errors(COMPILE_HINT):  # an unknown backend fails here already
                 check_compile_available(self.device, COMPILE_HINT)  # a missing compiler fails in seconds
-                compile_modules([*self.generator.stages, *self.generator.fusions])
+                compile_modules(self.generator.networks())
             self.compiled = True
         self.warm_up(batch_size)
 
@@ -243,11 +244,7 @@ class Translator:
             raise NonFiniteOutputError(
                 "the model's output is NaN/inf: its weights are broken (a diverged run or a corrupt file)"
             )
-        return StackOutput(
-            outputs=[o.float() for o in out.outputs],
-            alphas=[a if a is None else a.float() for a in out.alphas],
-            raw=[r.float() for r in out.raw],
-        )
+        return out.map(Tensor.float)
 
     def _run_padded(self, images: Tensor) -> StackOutput:
         """The generator on ``images`` in chunks of the compiled batch sizes (see :meth:`translate`)."""
@@ -262,19 +259,8 @@ class Translator:
             out = self.generator(torch.cat([chunk, padding]))
             # The networks treat each image on its own (instance norm, eval-mode batch norm): the
             # padding changes nothing in the real images' outputs.
-            chunks.append(StackOutput(
-                outputs=[o[:len(chunk)] for o in out.outputs],
-                alphas=[a if a is None else a[:len(chunk)] for a in out.alphas],
-                raw=[r[:len(chunk)] for r in out.raw],
-            ))
-        if len(chunks) == 1:
-            return chunks[0]
-        return StackOutput(
-            outputs=[torch.cat(parts) for parts in zip(*(c.outputs for c in chunks))],
-            alphas=[None if parts[0] is None else torch.cat(parts)
-                    for parts in zip(*(c.alphas for c in chunks))],
-            raw=[torch.cat(parts) for parts in zip(*(c.raw for c in chunks))],
-        )
+            chunks.append(out.map(operator.itemgetter(slice(len(chunk)))))
+        return chunks[0] if len(chunks) == 1 else StackOutput.cat(chunks)
 
     def __call__(self, image: Image.Image | Tensor) -> Image.Image | Tensor:
         """Translate an already aligned image.
@@ -292,7 +278,7 @@ class Translator:
         return pil_to_model(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
 
     def _face_results(self, crops: Tensor, aligned: Sequence[AlignedFace | None]) -> list[FaceResult]:
-        out = _on_cpu(self.translate(crops))
+        out = self.translate(crops).map(Tensor.cpu)  # one transfer per tensor, not per face
         return [_face_result(crops[i], out, i, a) for i, a in enumerate(aligned)]
 
     def aligned(self, image: Image.Image) -> PortraitResult:
@@ -496,7 +482,7 @@ class Translator:
         where the batch failed, the error)."""
         crops = torch.stack([crop for _, crop, _ in batch])
         try:
-            out = _on_cpu(self.translate(crops))
+            out = self.translate(crops).map(Tensor.cpu)  # one transfer per tensor, not per face
         except Exception as e:  # e.g. NaN output: every photo of the batch fails with it
             for flight, _, _ in batch:
                 flight.error = e
@@ -718,15 +704,6 @@ def _run_now(fn: Callable[..., T], *args: object) -> Future[T]:
     except Exception as e:
         future.set_exception(e)
     return future
-
-
-def _on_cpu(out: StackOutput) -> StackOutput:
-    """A batch's outputs on the CPU: one transfer per tensor, not one per face."""
-    return StackOutput(
-        outputs=[o.cpu() for o in out.outputs],
-        alphas=[None if a is None else a.cpu() for a in out.alphas],
-        raw=[r.cpu() for r in out.raw],
-    )
 
 
 def _face_result(crop: Tensor, out: StackOutput, row: int, aligned: AlignedFace | None) -> FaceResult:

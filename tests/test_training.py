@@ -554,7 +554,7 @@ def test_lightnings_progress_bars_read_the_losses_by_the_clock(tmp_path, demo_ro
     trainer.fit(module, _datamodule(demo_root))
     bar = trainer.progress_bar_callback
     assert isinstance(bar, kind) and type(bar) is not kind and bar._leave  # replaced, settings kept
-    assert redraws[-1] == 4 and len(redraws) < 5  # the last batch always; the others as the clock allows
+    assert redraws[-1] == 4  # the last batch always (the others as the clock allows: see below)
     slow = throttled(kind(), min_interval_s=3600)
     redraws.clear()
     for batch_idx in range(3):

@@ -317,9 +317,7 @@ class SCANModule(pl.LightningModule):
                            f"{self.total_epochs} epochs in {len(self.phases)} phase(s)")
         if self.compile_networks:
             check_compile_available(self.device, _COMPILE_HINT)
-            networks = [*self.model.G_ab.stages, *self.model.G_ab.fusions, *self.model.G_ba.stages,
-                        *self.model.G_ba.fusions, *self.model.D_a, *self.model.D_b]
-            compile_modules(networks, self.compile_mode)
+            compile_modules(self.model.networks(), self.compile_mode)
 
     def on_train_start(self) -> None:
         # After a resume has loaded the optimiser states (whose param groups overwrite ours): the
