@@ -157,6 +157,10 @@ def parse_variant(spec: str, width: int, size: int) -> Variant:
         except ValueError as error:
             message = str(error) if str(error).startswith(spec) else f"{spec}: {item!r}: {error}"
             raise ValueError(message) from None
+    try:  # a knob value the model refuses (fscale=3, k2=4) is reported now, not by a worker mid-run
+        scan.create_config(variant.preset, **variant.overrides)
+    except ValueError as error:
+        raise ValueError(f"{spec}: {error}") from None
     return variant
 
 
@@ -190,6 +194,8 @@ def _turn_knob(spec: str, variant: Variant, item: str) -> None:
         variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
     elif key == "epochs1":
         variant.stage1_epochs = int(value)
+        if variant.stage1_epochs < 1:
+            raise ValueError("epochs1 needs at least 1 epoch")
     elif key == "jlr":
         variant.module["joint_lr_scale"] = float(value)
     elif key == "weights":
