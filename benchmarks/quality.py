@@ -55,12 +55,16 @@ from model_cost import gflops, latency  # benchmarks/ is the script's folder, so
 import scan
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import MAPPINGS, build_demo_set, load_heldout
-from scan.metrics import score
+from scan.evaluation import PAIRED_METRICS, Evaluator
+from scan.metrics import through_resolution
 from scan.outputs import atomic_write
 from scan.stages import init_weights
 from scan.training import Phase, SCANModule
 
 RESULTS = Path(__file__).parent / "results"
+# Mappings whose answer holds one-pixel detail: their sets are stored at the top size and trained without
+# the resize-and-crop augmentation (only flips), so no resampling blurs the answer a network must learn.
+EXACT_MAPPINGS = ("lineart", "reshape-lineart")
 Clock = Callable[[], float]
 CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -205,9 +209,9 @@ def _turn_knob(spec: str, variant: Variant, item: str) -> None:
 
 
 class QualityTrace(pl.Callback):
-    """Scores the held-out set after every epoch (every stage trained so far, each upsampled to the top
-    size), stops when the training budget is spent, and keeps the time spent evaluating out of the
-    training time."""
+    """Scores the held-out set after every epoch through :mod:`scan.evaluation` (every stage trained so
+    far, each upsampled to the top size), stops when the training budget is spent, and keeps the time
+    spent evaluating out of the training time."""
 
     def __init__(self, photos: torch.Tensor, targets: torch.Tensor, budget_s: float, clock: Clock) -> None:
         self.photos, self.targets, self.budget_s, self.clock = photos, targets, budget_s, clock
@@ -220,6 +224,7 @@ class QualityTrace(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: SCANModule) -> None:
         self.start = self.clock()
+        self.evaluator = Evaluator(PAIRED_METRICS, batch_size=len(self.photos), device=module.device)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: SCANModule, *args: Any) -> None:
         if self.trained_s >= self.budget_s:
@@ -230,14 +235,11 @@ class QualityTrace(pl.Callback):
         index, _ = module.phase_at(trainer.current_epoch)
         phase = module.phases[index]
         stage = module.trained_stage(phase)
-        with torch.no_grad():
-            x = module.model.stage_input(self.photos.to(module.device), stage)
-            outputs = module.model.translate(x, "a2b", upto=stage).outputs
-        stages = [score(out.cpu(), self.targets) for out in outputs]
+        report = self.evaluator.evaluate_batches(module.model, [(self.photos, self.targets)], upto=stage)
+        stages = [report.rows[f"stage{k}"] for k in range(1, stage + 1)]
         point = {"trained_s": self.trained_s, "epoch": trainer.current_epoch, "phase": str(phase.stage),
                  "stage": stage, "steps": trainer.global_step // 2}
-        self.trace.append({**point, **stages[-1], "stage_psnr": [s["psnr"] for s in stages],
-                           "stage_ssim": [s["ssim"] for s in stages]})
+        self.trace.append({**point, **stages[-1], **{f"stage_{m}": [s[m] for s in stages] for m in PAIRED_METRICS}})
         self.eval_s += self.clock() - began
 
 
@@ -324,7 +326,9 @@ def _run(spec: str, seed: int, args: argparse.Namespace) -> tuple[str, dict[str,
     if args.threads:
         torch.set_num_threads(args.threads)
     photos, targets = load_heldout(args.data, args.size)
-    data = UnpairedDataModule(root=str(args.data), size=args.size, batch_size=4, num_workers=0)
+    exact = args.mapping in EXACT_MAPPINGS
+    data = UnpairedDataModule(root=str(args.data), size=args.size, load_size=args.size if exact else None,
+                              batch_size=4, num_workers=0)
     variant = parse_variant(spec, args.width, args.size)
     run = train_with_budget(variant, data, photos, targets, args.budget, args.epoch_steps, seed,
                             clock=CLOCKS[args.clock], hard_cap=not args.quick)
@@ -342,27 +346,47 @@ def _split_text(run: dict[str, Any]) -> str:
     return " ".join(f"{p['stage']}:{p['epochs'] + p['decay_epochs']}" for p in run["schedule"])
 
 
-def table(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], meta: dict[str, Any]) -> str:
+def references(photos: torch.Tensor, targets: torch.Tensor, size: int) -> dict[str, dict[str, float]]:
+    """The rows every model is read against: the untranslated photo, and the *oracles*: the true answer
+    itself passed through half and a quarter of the top resolution (down, then up, as a stage at that
+    size is scored). A model that scores far below the half-resolution oracle is limited by learning,
+    not by resolution, and the comparison cannot show what a full-resolution stage adds."""
+    evaluator = Evaluator(PAIRED_METRICS)
+    rows = {"untranslated photo": evaluator.score_pairs(photos, targets)}
+    for factor in (2, 4):
+        rows[f"oracle: answer through {size // factor} px"] = evaluator.score_pairs(
+            through_resolution(targets, factor), targets)
+    return rows
+
+
+def table(results: dict[str, list[dict[str, Any]]], refs: dict[str, dict[str, float]], meta: dict[str, Any]) -> str:
     lines = [
         f"Demo set, mapping `{meta['mapping']}`, {len(meta['seeds'])} seed(s) each, {meta['budget_s']:.0f} s "
         f"({meta['clock']} clock) training per run ({meta['threads']} thread(s) per run, {meta['jobs']} run(s) at "
         f"a time), width {meta['width']}, top size {meta['size']}; mean ± half the range over seeds. Stage 1 is "
-        "scored upsampled to the top size.",
+        "scored upsampled to the top size; detail is the PSNR of the high-frequency band (image minus its "
+        "1 px Gaussian blur). The oracle rows are the true answer itself through a lower resolution: the best "
+        "a stage of that size could score.",
         "",
-        "| model | stages | phases (epochs) | PSNR (dB) | SSIM | stage-1 PSNR | stage 2 - stage 1 (dB) "
-        f"| trained s | steps | params (M) | GFLOPs @{meta['size']} | ms/image @{meta['size']} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| untranslated photo | - | - | {identity['psnr']:.2f} | {identity['ssim']:.3f} | | | | | | | |",
+        "| model | stages | phases (epochs) | PSNR (dB) | SSIM | detail (dB) | stage-1 PSNR | stage 2 - stage 1 (dB) "
+        f"| stage 2 - stage 1 detail (dB) | trained s | steps | params (M) | GFLOPs @{meta['size']} "
+        f"| ms/image @{meta['size']} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for name, ref in refs.items():
+        lines.append(f"| {name} | - | - | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['detail']:.2f} "
+                     "| | | | | | | | |")
     for name, runs in results.items():
         finals = [r["final"] for r in runs]
         stacked = runs[0]["stages"] > 1
         stage1 = [f["stage_psnr"][0] for f in finals]
         gain = [f["stage_psnr"][-1] - f["stage_psnr"][0] for f in finals]
+        detail_gain = [f["stage_detail"][-1] - f["stage_detail"][0] for f in finals]
         lines.append(
             f"| {name} | {runs[0]['stages']} | {_split_text(runs[0])} | {_mean_spread([f['psnr'] for f in finals], 2)} "
-            f"| {_mean_spread([f['ssim'] for f in finals], 3)} "
+            f"| {_mean_spread([f['ssim'] for f in finals], 3)} | {_mean_spread([f['detail'] for f in finals], 2)} "
             f"| {_mean_spread(stage1, 2) if stacked else '-'} | {_mean_spread(gain, 2) if stacked else '-'} "
+            f"| {_mean_spread(detail_gain, 2) if stacked else '-'} "
             f"| {statistics.mean(f['trained_s'] for f in finals):.0f} "
             f"| {statistics.mean(f['steps'] for f in finals):.0f} | {runs[0]['params_m']:.3f} "
             f"| {runs[0]['gflops']:.3f} | {statistics.mean(r['latency_ms'] for r in runs):.1f} |"
@@ -370,32 +394,35 @@ def table(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], 
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, list[dict[str, Any]]], identity: dict[str, float], meta: dict[str, Any],
+def plot(results: dict[str, list[dict[str, Any]]], refs: dict[str, dict[str, float]], meta: dict[str, Any],
          path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    metrics = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("detail", "detail: high-band PSNR (dB)"))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(16, 4.4))
     colours = plt.get_cmap("tab10").colors
     for (name, runs), colour in zip(results.items(), colours):
         for i, run in enumerate(runs):
             t = [p["trained_s"] for p in run["trace"]]
-            for ax, metric in zip(axes, ("psnr", "ssim")):
+            for ax, (metric, _) in zip(axes, metrics):
                 ax.plot(t, [p[metric] for p in run["trace"]], color=colour, alpha=0.85, linewidth=1.4,
                         label=name if i == 0 else None)
                 stage1 = [(p["trained_s"], p[metric]) for p in run["trace"] if p["stage"] == 1]
                 if run["stages"] > 1 and stage1:  # mark the stacked model's stage-1 part
                     ax.plot(*zip(*stage1), linestyle="none", marker="o", markersize=3, color=colour)
-    for ax, metric, unit in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
-        ax.axhline(identity[metric], color="black", linestyle="--", linewidth=1, label="untranslated photo")
-        ax.set_xlabel("training time (s)")
+    styles = ["--", ":", "-."]
+    for ax, (metric, unit) in zip(axes, metrics):
+        for (name, ref), style in zip(refs.items(), styles):
+            ax.axhline(ref[metric], color="black", linestyle=style, linewidth=1, label=name)
+        ax.set_xlabel(f"training time (s, {meta['clock']} clock)")
         ax.set_ylabel(f"held-out {unit} vs. true answer")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.suptitle(f"Quality vs. training time, mapping '{meta['mapping']}' at {meta['size']} px "
-                 "(dots: the stacked models' stage 1, upsampled)")
+                 "(dots: the stacked models' stage 1, upsampled; black lines: the photo and the oracles)")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
@@ -412,7 +439,9 @@ def main() -> None:
                         help="models to train (default: the reported five); a design-search model is a name with "
                              f"knobs, e.g. 'scan[split=0.6/0.2/0.2,alpha0=0.5]'; knobs: {', '.join(KNOBS)}")
     parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
-                        help="the demo set's domain B: cartoon (local) or reshape (a global change of shape too)")
+                        help="the demo set's domain B: cartoon (local), reshape (a global change of shape too), "
+                             "lineart (one-pixel outlines and hatching: detail only the top resolution holds), "
+                             "reshape-lineart")
     parser.add_argument("--data", type=Path, default=None,
                         help="demo set (built if missing; default: results/quality_data_<mapping>_<size>)")
     parser.add_argument("--jobs", type=int, default=2,
@@ -437,10 +466,10 @@ def main() -> None:
             parser.error(str(error))
     args.data = args.data or RESULTS / f"quality_data_{args.mapping}_{args.size}"
     if not (args.data / "trainA").exists():
-        build_demo_set(args.data, train=train_count, test=test_count, size=args.size + args.size // 8,
-                       mapping=args.mapping)
+        stored = args.size if args.mapping in EXACT_MAPPINGS else args.size + args.size // 8
+        build_demo_set(args.data, train=train_count, test=test_count, size=stored, mapping=args.mapping)
     photos, targets = load_heldout(args.data, args.size)
-    identity = score(photos, targets)
+    refs = references(photos, targets, args.size)
 
     results: dict[str, list[dict[str, Any]]] = {spec: [] for spec in chosen}
     tasks = [(spec, seed) for spec in chosen for seed in args.seeds]
@@ -464,11 +493,11 @@ def main() -> None:
             "machine": platform.processor() or platform.machine(),
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
     stem = args.out / f"quality-{args.mapping}-{args.size}"
-    markdown = table(results, identity, meta)
+    markdown = table(results, refs, meta)
     print("\n" + markdown)
     atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
-    plot(results, identity, meta, stem.with_suffix(".png"))
-    report = json.dumps({"meta": meta, "identity": identity, "results": results}, indent=1)
+    plot(results, refs, meta, stem.with_suffix(".png"))
+    report = json.dumps({"meta": meta, "references": refs, "results": results}, indent=1)
     atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(report))
     print(f"wrote {stem}.md, .png and .json")
 

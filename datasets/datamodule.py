@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,14 +12,16 @@ from torch.utils.data import DataLoader
 
 from scan.datasets.augment import BatchAugment, load_size_for
 from scan.datasets.images import NoImagesError
-from scan.datasets.unpaired import FixedPairsDataset, UnpairedImageDataset, resolve_folders
+from scan.datasets.unpaired import UnpairedImageDataset, resolve_folders
+from scan.evaluation.evaluator import EvalFolders
 
 __all__ = ["UnpairedDataModule"]
 
 
 class UnpairedDataModule(pl.LightningDataModule):
-    """Training batches ``{"a", "b"}`` from two unpaired folders, augmented on the device, and a
-    small fixed validation batch for image logs and metrics.
+    """Training batches ``{"a", "b"}`` from two unpaired folders, augmented on the device, and the
+    held-out folders that evaluation scores (:meth:`evaluation_folders`; no validation loader: the
+    evaluation callback streams the whole held-out folder itself).
 
     Args:
         root: a CycleGAN-layout folder (``trainA/``, ``trainB/``, optionally ``testA/``, ``testB/``).
@@ -28,7 +31,6 @@ class UnpairedDataModule(pl.LightningDataModule):
         load_size: side images are resized to before cropping; default CycleGAN's 286/256 ratio.
         batch_size: images per domain per step (CycleGAN: 1).
         num_workers: decoding processes (default: up to 4, at most the CPU count).
-        val_count: images per domain in the fixed validation batch (from testA/testB when present).
         flip: random horizontal flips.
         color_jitter: colour jitter strength (0: off).
         blur_prob: probability of a random blur (0: off).
@@ -43,7 +45,6 @@ class UnpairedDataModule(pl.LightningDataModule):
         load_size: int | None = None,
         batch_size: int = 1,
         num_workers: int | None = None,
-        val_count: int = 4,
         flip: bool = True,
         color_jitter: float = 0.0,
         blur_prob: float = 0.0,
@@ -57,20 +58,13 @@ class UnpairedDataModule(pl.LightningDataModule):
             raise ValueError(f"load_size {self.load_size} is smaller than the crop size {size}")
         self.batch_size = batch_size
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
-        self.val_count = val_count
         self.augment = BatchAugment(size, flip=flip, color_jitter=color_jitter, blur_prob=blur_prob)
         self.train_set: UnpairedImageDataset | None = None
-        self.val_set: FixedPairsDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             dir_a, dir_b = resolve_folders(self.root, self.dir_a, self.dir_b, "train")
             self.train_set = UnpairedImageDataset(dir_a, dir_b, self.load_size)
-            try:
-                val_a, val_b = resolve_folders(self.root, None, None, "test") if self.root else (dir_a, dir_b)
-            except ValueError:
-                val_a, val_b = dir_a, dir_b  # no testA/testB: show training images
-            self.val_set = FixedPairsDataset(val_a, val_b, self.size, self.val_count)
         self.check_batch_size(self.trainer.world_size if self.trainer is not None else 1)
 
     def check_batch_size(self, world_size: int) -> None:
@@ -102,9 +96,17 @@ class UnpairedDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "call setup() first"
         return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "call setup() first"
-        return self._loader(self.val_set, shuffle=False, batch_size=len(self.val_set))
+    def evaluation_folders(self, direction: str) -> tuple[EvalFolders, bool]:
+        """The folders ``direction`` is scored on during training, and whether they are held out.
+
+        With a ``root`` that has a test split (``testA/``, ``testB/``, and known answers in
+        ``testA_target/`` where the data has them): those. Otherwise the training folders stand in.
+        """
+        if self.root is not None and all((Path(self.root) / f"test{d}").is_dir() for d in "AB"):
+            return EvalFolders.from_root(self.root, direction, "test"), True
+        dir_a, dir_b = resolve_folders(self.root, self.dir_a, self.dir_b, "train")
+        source, real = (dir_a, dir_b) if direction == "a2b" else (dir_b, dir_a)
+        return EvalFolders(source, real), False
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         # Augment on the device the batch now lives on (GPU when training on one).

@@ -4,15 +4,18 @@ Domain A is random crops of photos; domain B is a cartoon rendering (edge-preser
 brighter, more saturated and warmer colours, colour quantisation, dark outlines; done with kornia) of
 *other* crops, so the two folders are unpaired. Held-out A crops come with their true cartoon
 rendering in ``testA_target/``, so a translation's quality can be measured (PSNR) against the answer.
+Other mappings (``MAPPINGS``) make domain B differently: ``reshape`` adds a global change of shape,
+``lineart`` puts 1-pixel outlines and fine hatching at the top resolution.
 
 Usage::
 
-    python -m scan.datasets.demo OUT_DIR [--train 300] [--test 16] [--size 72]
+    python -m scan.datasets.demo OUT_DIR [--train 300] [--test 16] [--size 72] [--mapping lineart]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from scan.checks import check_shape
 from scan.errors import InputError, add_debug_flag, image_side, positive_int, run_command
 from scan.outputs import save_image
 
-__all__ = ["cartoonize", "reshape", "MAPPINGS", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
+__all__ = ["cartoonize", "reshape", "lineart", "MAPPINGS", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
 
 DEMO_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
@@ -101,13 +104,94 @@ def reshape(images: Tensor, eye_gain: float = 0.35, chin_squeeze: float = 0.5) -
     return out.clamp(0, 1)
 
 
+def _thin_edges(lum: Tensor, threshold: float) -> Tensor:
+    """1-pixel edges of a luminance batch: the Sobel magnitude, kept where it exceeds ``threshold`` and is
+    a maximum across the edge (compared with the two neighbours along the dominant gradient axis; of two
+    equal pixels across a step, the left/upper one is kept). Bool, same shape as ``lum``."""
+    grad = kornia.filters.spatial_gradient(lum)  # normalised Sobel: a ramp of slope s gives s
+    gx, gy = grad[:, :, 0], grad[:, :, 1]
+    magnitude = torch.sqrt(gx**2 + gy**2)
+    h, w = lum.shape[-2:]
+    padded = torch.nn.functional.pad(magnitude, (1, 1, 1, 1), mode="replicate")
+
+    def shifted(dy: int, dx: int) -> Tensor:
+        return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    across_x = (magnitude > shifted(0, -1)) & (magnitude >= shifted(0, 1))
+    across_y = (magnitude > shifted(-1, 0)) & (magnitude >= shifted(1, 0))
+    return torch.where(gx.abs() >= gy.abs(), across_x, across_y) & (magnitude > threshold)
+
+
+def lineart(
+    images: Tensor,
+    levels: int = 4,
+    paper: float = 0.6,
+    edge_threshold: float = 0.12,
+    stripe_freq: float = 100.0,
+    shade_level: float = 0.5,
+    stripe_period: tuple[float, float] = (3.0, 16.0),
+    ink: float = 0.85,
+) -> Tensor:
+    """Render photos as line art: 1-pixel dark outlines and fine hatching on a light flat palette, detail
+    that lives at the top resolution (halving the resolution loses it, unlike :func:`cartoonize`).
+
+    A deterministic and local function of the full-resolution photo, with no dependence on a pixel's
+    absolute position, so a convolutional network at that resolution can learn it:
+
+    - palette: each channel quantised to ``levels`` values, then lightened towards white (``paper``);
+    - outlines: the edges of the *unsmoothed* luminance (Sobel magnitude above ``edge_threshold``),
+      thinned to one pixel by keeping only the maximum across the edge;
+    - hatching: in shaded areas (luminance, smoothed by a 5 px Gaussian of sigma 1, below
+      ``shade_level``) dark stripes where ``0.5 + 0.5 * sin(stripe_freq * smoothed luminance) < 0.35``: their
+      phase follows the luminance, so they run along its contours, like engraving. They are drawn
+      only where the stripes' period across the contours, ``2 pi / (stripe_freq * |gradient|)``, is
+      within ``stripe_period`` pixels: clean stripes about 1-6 px wide, not speckle in flat areas or
+      textures.
+
+    Args:
+        images: RGB batch in ``[0, 1]``.
+        levels: colour levels per channel of the palette.
+        paper: how far the palette is lightened towards white (0: not at all, 1: white paper).
+        edge_threshold: Sobel magnitude (slope of the luminance per pixel) where outlines start.
+        stripe_freq: radians of stripe phase per unit of luminance.
+        shade_level: luminance below which areas are hatched.
+        stripe_period: the range of stripe periods (pixels) that are drawn.
+        ink: how dark outlines and stripes are (1: black).
+
+    Returns:
+        The line-art batch in ``[0, 1]``.
+
+    Shape:
+        - Input: :math:`(B, 3, H, W)`
+        - Output: :math:`(B, 3, H, W)`
+    """
+    check_shape(images, ("B", 3, "H", "W"), "lineart")
+    x = images.float()
+    lum = kornia.color.rgb_to_grayscale(x)
+    palette = paper + (1 - paper) * torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1)
+    outline = _thin_edges(lum, edge_threshold)
+    smooth = kornia.filters.gaussian_blur2d(lum, (5, 5), (1.0, 1.0), border_type="replicate")
+    grad = kornia.filters.spatial_gradient(smooth)
+    slope = torch.sqrt(grad[:, :, 0] ** 2 + grad[:, :, 1] ** 2)
+    period = 2 * math.pi / (stripe_freq * slope).clamp_min(1e-6)
+    stripes = 0.5 + 0.5 * torch.sin(stripe_freq * smooth) < 0.35
+    hatch = stripes & (smooth < shade_level) & (period >= stripe_period[0]) & (period <= stripe_period[1])
+    return (palette * (1 - ink * (outline | hatch).float())).clamp(0, 1)
+
+
 def _reshape_cartoon(images: Tensor) -> Tensor:
     return cartoonize(reshape(images))
 
 
-# Domain B of the demo set, from photos: a local mapping (palette, flat colours, outlines) and the same
-# with a global change of shape, where a coarse-to-fine stack should matter.
-MAPPINGS = {"cartoon": cartoonize, "reshape": _reshape_cartoon}
+def _reshape_lineart(images: Tensor) -> Tensor:
+    return lineart(reshape(images))
+
+
+# Domain B of the demo set, from photos: a local mapping (palette, flat colours, outlines), the same
+# with a global change of shape, where a coarse-to-fine stack should matter, and line art, whose
+# 1-pixel outlines and hatching only the top resolution holds (also after the change of shape).
+MAPPINGS = {"cartoon": cartoonize, "reshape": _reshape_cartoon, "lineart": lineart,
+            "reshape-lineart": _reshape_lineart}
 
 
 def _photos() -> list[Tensor]:
@@ -157,8 +241,9 @@ def build_demo_set(
         test: images per test domain.
         size: side of the stored squares (the loader crops from them).
         seed: all crops are drawn from this seed.
-        mapping: how domain B is made from photos: ``cartoon`` (:func:`cartoonize`) or ``reshape``
-            (:func:`reshape`, then :func:`cartoonize`).
+        mapping: how domain B is made from photos: ``cartoon`` (:func:`cartoonize`), ``reshape``
+            (:func:`reshape`, then :func:`cartoonize`), ``lineart`` (:func:`lineart`) or
+            ``reshape-lineart`` (:func:`reshape`, then :func:`lineart`).
 
     Returns:
         ``out_dir``.
@@ -177,8 +262,10 @@ def build_demo_set(
     generator = torch.Generator().manual_seed(seed)
     photos = _photos()
     # Four independent draws: A and B never show the same crop, so the set is truly unpaired.
+    # Rounded to the 8 bits they are stored with, so that each stored answer is the mapping of exactly
+    # the stored photo (a mapping with hard thresholds, like lineart's, would otherwise differ).
     train_a, train_b_photo, test_a, test_b_photo = (
-        _random_crops(photos, n, size, generator) for n in (train, train, test, test)
+        (_random_crops(photos, n, size, generator) * 255).round() / 255 for n in (train, train, test, test)
     )
     _save(train_a, out / "trainA")
     _save(to_b(train_b_photo), out / "trainB")
@@ -191,13 +278,14 @@ def build_demo_set(
 
 def _save_preview(photos: Tensor, mapping: str, path: Path) -> None:
     """A picture of the mapping, one row per held-out photo: the photo, the photo with a grid, (for
-    ``reshape``: that grid after the change of shape,) and the true answer."""
+    ``reshape`` and ``reshape-lineart``: that grid after the change of shape,) and the true answer."""
     from scan.imageops import make_grid
 
     step = max(4, photos.shape[-1] // 8)
     gridded = photos.clone()
     gridded[..., ::step, :] = gridded[..., :, ::step] = 1.0
-    columns = [photos, gridded] + ([reshape(gridded)] if mapping == "reshape" else []) + [MAPPINGS[mapping](photos)]
+    reshaped = [reshape(gridded)] if mapping.startswith("reshape") else []
+    columns = [photos, gridded, *reshaped, MAPPINGS[mapping](photos)]
     grid = make_grid([list(row) for row in zip(*columns)])
     array = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     picture = Image.fromarray(array)
@@ -205,7 +293,7 @@ def _save_preview(photos: Tensor, mapping: str, path: Path) -> None:
 
 
 def load_heldout(root: str | Path, size: int) -> tuple[Tensor, Tensor]:
-    """The demo set's held-out photos and their true cartoons, resized to ``size``.
+    """The demo set's held-out photos and their true answers (domain B), resized to ``size``.
 
     Args:
         root: a folder written by :func:`build_demo_set` (``testA/``, ``testA_target/``, ``testB/``).
@@ -237,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=image_side, default=72)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
-                        help="domain B: cartoon (palette, flat colours, outlines) or reshape (the same after a "
-                             "smooth anime-like change of shape)")
+                        help="domain B: cartoon (palette, flat colours, outlines), reshape (the same after a "
+                             "smooth anime-like change of shape), lineart (1-pixel outlines and fine hatching on a "
+                             "light palette) or reshape-lineart (line art after the change of shape)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
 

@@ -11,9 +11,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from scan.datasets.images import NoImagesError, check_image, find_images, load_image, report_bad_files
+from scan.errors import InputError
 from scan.imageops import pil_to_uint8
 
-__all__ = ["resolve_folders", "usable_images", "UnpairedImageDataset", "FixedPairsDataset"]
+__all__ = ["resolve_folders", "usable_images", "UnpairedImageDataset", "FixedPairsDataset", "HeldOutImages"]
 
 
 def resolve_folders(
@@ -63,6 +64,10 @@ class _DecodingDataset(Dataset):
         self.size = size
         self._warned: set[Path] = set()
 
+    def _square(self, image: Image.Image) -> torch.Tensor:
+        # CycleGAN's `resize_and_crop` first step: resize to a square load size (aspect not kept).
+        return pil_to_uint8(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
+
     def _decode(self, files: list[Path], index: int) -> torch.Tensor:
         for attempt in range(len(files)):
             path = files[(index + attempt) % len(files)]
@@ -73,8 +78,7 @@ class _DecodingDataset(Dataset):
                     self._warned.add(path)
                     warnings.warn(f"{path}: skipped unreadable file ({type(e).__name__}: {e})", stacklevel=2)
                 continue
-            # CycleGAN's `resize_and_crop` first step: resize to a square load size (aspect not kept).
-            return pil_to_uint8(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
+            return self._square(image)
         raise NoImagesError(f"{files[0].parent}: no file could be decoded")
 
 
@@ -136,4 +140,55 @@ class FixedPairsDataset(_DecodingDataset):
         item = {"a": self._decode(self.files_a, index), "b": self._decode(self.files_b, index)}
         if self.targets is not None:
             item["a_target"] = self._decode(self.targets, index)
+        return item
+
+
+class HeldOutImages(_DecodingDataset):
+    """Every usable image of a folder, in a fixed (sorted) order, each with its known answer where a
+    ``targets`` folder holds one of the same relative name: what evaluation streams in batches.
+
+    A file that passes the header check but fails to decode is not replaced by another (as the
+    training sets do): its sample comes back with ``ok`` false, and the caller reports and drops it.
+
+    Args:
+        folder: the images (searched recursively).
+        size: the square side images are resized to.
+        targets: a folder of known answers (``testA_target/``), one per image.
+        limit: the first this many images only.
+
+    Raises:
+        NoImagesError: no usable image.
+        InputError: ``targets`` lacks the answer of some image (the first is named).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], size: int, targets: str | os.PathLike[str] | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(size)
+        self.folder = Path(folder)
+        self.files = usable_images(self.folder)[:limit]
+        self.targets: list[Path] | None = None
+        if targets is not None:
+            self.targets = [Path(targets) / p.relative_to(self.folder) for p in self.files]
+            missing = [t for t in self.targets if not t.is_file()]
+            if missing:
+                raise InputError(f"{missing[0]}: no known answer for {self.files[self.targets.index(missing[0])]} "
+                                 f"({len(missing)} of {len(self.files)} missing in {targets})")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _decode_one(self, path: Path) -> tuple[torch.Tensor, bool]:
+        try:
+            image = load_image(path)
+        except Exception:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
+        return self._square(image), True
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, ok = self._decode_one(self.files[index])
+        item = {"image": image, "index": torch.tensor(index)}
+        if self.targets is not None:
+            target, target_ok = self._decode_one(self.targets[index])
+            item["target"], ok = target, ok and target_ok
+        item["ok"] = torch.tensor(ok)
         return item

@@ -94,15 +94,18 @@ def heldout_sheet(model: SCAN, root: Path, rows: int = 8) -> tuple[Image.Image, 
         coarse stage is upsampled bilinearly to the top size for scoring.
     """
     from scan.datasets.demo import load_heldout
+    from scan.evaluation import EvalFolders, Evaluator
     from scan.imageops import heatmap, labelled_strip
     from scan.metrics import score
 
+    report = Evaluator(metrics=("psnr", "ssim")).evaluate(model, EvalFolders.from_root(root, "a2b"))
+    # scores.json's names: the untranslated photo, then every stage
+    scores = {("photo" if row == "input" else row): values for row, values in report.rows.items()
+              if not row.startswith("oracle")}
     size = model.config.top_size
     photos, targets = load_heldout(root, size)
     with torch.inference_mode():
-        out = model.eval().translate(photos)
-    scores = {"photo": score(photos, targets)}
-    scores.update({f"stage{k}": score(o, targets) for k, o in enumerate(out.outputs, start=1)})
+        out = model.eval().translate(photos[:rows])
     sheet_rows = []
     for i in range(min(rows, len(photos))):
         row = [(f"photo {score(photos[i : i + 1], targets[i : i + 1])['psnr']:.1f} dB", photos[i])]

@@ -1,11 +1,13 @@
 """Data: decoding of awkward files, skipping bad ones, layouts, augmentation, the demo set."""
 
 import io
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from scan.datasets import (
@@ -17,8 +19,9 @@ from scan.datasets import (
     load_image,
     resolve_folders,
 )
-from scan.datasets.demo import MAPPINGS, build_demo_set, cartoonize, reshape
+from scan.datasets.demo import MAPPINGS, build_demo_set, cartoonize, lineart, load_heldout, reshape
 from scan.errors import InputError
+from scan.metrics import psnr
 
 
 def _rgb(size=(40, 30), colour=(200, 30, 60)):
@@ -153,14 +156,21 @@ def test_batch_augment_crops_flips_and_is_deterministic_in_eval():
 
 def test_datamodule_batches_from_cyclegan_layout(tmp_path):
     root = build_demo_set(tmp_path / "demo", train=6, test=3, size=20)
-    dm = UnpairedDataModule(root=str(root), size=16, batch_size=2, num_workers=0, val_count=2)
+    dm = UnpairedDataModule(root=str(root), size=16, batch_size=2, num_workers=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     batch = dm.on_after_batch_transfer(batch, 0)
     assert batch["a"].shape == (2, 3, 16, 16) and batch["a"].dtype == torch.float32
-    val = next(iter(dm.val_dataloader()))
-    assert set(val) == {"a", "b", "a_target"} and val["a"].shape[0] == 2
-    assert len(dm.val_set.files_a) == 2 and "testA" in str(dm.val_set.files_a[0])
+    # Evaluation's folders: the held-out split, with the known answers of A; B has none.
+    folders, held_out = dm.evaluation_folders("a2b")
+    assert held_out and (folders.source, folders.real, folders.targets) == (root / "testA", root / "testB",
+                                                                           root / "testA_target")
+    folders, _ = dm.evaluation_folders("b2a")
+    assert (folders.source, folders.real, folders.targets) == (root / "testB", root / "testA", None)
+    # Without a test split, the training folders stand in.
+    shutil.rmtree(root / "testB")
+    folders, held_out = UnpairedDataModule(root=str(root), size=16).evaluation_folders("a2b")
+    assert not held_out and (folders.source, folders.real) == (root / "trainA", root / "trainB")
 
 
 def test_demo_set_is_unpaired_and_its_answer_is_known(tmp_path):
@@ -206,7 +216,7 @@ def test_reshape_mapping_changes_shape_not_colour_and_its_answers_line_up(tmp_pa
     answer_error = (MAPPINGS["reshape"](photos_a) - targets).abs().mean()
     assert answer_error < 0.02  # each target is its photo's answer (up to 8-bit rounding)...
     assert (MAPPINGS["cartoon"](photos_a) - targets).abs().mean() > 2 * answer_error  # ...not the plain cartoon
-    with pytest.raises(InputError, match="unknown mapping 'anime'; valid: cartoon, reshape"):
+    with pytest.raises(InputError, match="unknown mapping 'anime'; valid: cartoon, reshape, lineart, reshape-lineart"):
         build_demo_set(tmp_path / "other", mapping="anime")
 
     # preview.png: one row per held-out photo (up to 4), 2x; photo, gridded photo, reshaped grid, answer.
@@ -218,3 +228,68 @@ def test_reshape_mapping_changes_shape_not_colour_and_its_answers_line_up(tmp_pa
     plain = build_demo_set(tmp_path / "plain", train=1, test=1, size=40)
     with Image.open(plain / "preview.png") as preview:
         assert preview.size == (3 * cell + 4, cell + 4)  # no reshaped grid for the cartoon mapping
+
+
+def _ink_runs(row):
+    """Lengths of the runs of inked (dark) pixels along a 1-D tensor of luminance."""
+    inked = np.concatenate([[0], (row < 0.3).numpy().astype(int), [0]])
+    edges = np.diff(inked)
+    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+
+def test_lineart_draws_thin_outlines_and_hatching_locally():
+    # A flat light square on a light ground: its edges become 1-pixel outlines and nothing else is inked.
+    square = torch.full((1, 3, 48, 48), 0.9)
+    square[..., 12:36, 12:36] = 0.6
+    out = lineart(square)
+    assert out.shape == square.shape and 0 <= out.min() and out.max() <= 1
+    for line in (out[0, 0, 24], out[0, 0, :, 24]):  # a row and a column through the square: two 1-px lines
+        assert _ink_runs(line).tolist() == [1, 1]
+    assert _ink_runs(out[0, 0, 5]).tolist() == []  # a row outside it: no ink
+    assert 4 * 22 <= (out[0, 0] < 0.3).sum() <= 4 * 25  # the outline, once around the square's 24 px sides
+    # A dark ramp is hatched with fine stripes along its contours; the same ramp, lighter, is not.
+    ramp = torch.linspace(0.05, 0.45, 64).expand(1, 3, 16, 64).contiguous()
+    runs = _ink_runs(lineart(ramp)[0, 0, 8])
+    assert len(runs) >= 4 and 1 <= runs.min() and runs.max() <= 6, runs
+    assert len(_ink_runs(lineart(ramp + 0.5)[0, 0, 8])) == 0
+    # Deterministic and local: a shifted photo gives the shifted answer (no absolute position), exactly.
+    torch.manual_seed(0)
+    photos = F.interpolate(torch.rand(2, 3, 12, 12), size=48, mode="bilinear", align_corners=False)
+    answer = lineart(photos)
+    assert torch.equal(lineart(photos), answer)
+    assert torch.equal(lineart(photos[..., 5:, 7:])[..., 4:-4, 4:-4], answer[..., 9:-4, 11:-4])
+    with pytest.raises(ValueError, match="lineart expects"):
+        lineart(photos[0])
+    with pytest.raises(ValueError, match="lineart expects"):
+        lineart(photos[:, :1])
+
+
+def _median_psnr(x, y):
+    return float(torch.stack([psnr(a[None], b[None]) for a, b in zip(x, y)]).median())
+
+
+def _half_resolution(images, size):
+    low = F.interpolate(images, size=size // 2, mode="area")
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+def test_lineart_answers_are_exact_and_need_the_top_resolution(tmp_path):
+    # Built at the size they are loaded at, each stored answer is its stored photo's mapping, to the bit.
+    for mapping, columns in (("lineart", 3), ("reshape-lineart", 4)):
+        root = build_demo_set(tmp_path / mapping, train=1, test=3, size=40, mapping=mapping)
+        photos, stored = (torch.stack([torch.from_numpy(np.array(Image.open(root / folder / f"{i:04d}.png")))
+                                       for i in range(3)]) for folder in ("testA", "testA_target"))
+        answer = MAPPINGS[mapping](photos.permute(0, 3, 1, 2).float() / 255)
+        assert torch.equal((answer * 255).round().to(torch.uint8).permute(0, 2, 3, 1), stored), mapping
+        with Image.open(root / "preview.png") as preview:  # photo, gridded photo, (reshaped grid,) answer
+            assert preview.size == (columns * 2 * (40 + 2) + 4, 3 * 2 * (40 + 2) + 4)
+
+    # As the quality benchmark loads it (stored at 144 px, loaded at 128): the true answer taken down to
+    # half resolution and back loses much (the outlines and stripes), unlike the cartoon of the same photos.
+    root = build_demo_set(tmp_path / "oracle", train=1, test=8, size=144, mapping="lineart")
+    photos, targets = load_heldout(root, 128)
+    half = _median_psnr(_half_resolution(targets, 128), targets)
+    assert half < 22
+    cartoons = cartoonize((photos + 1) / 2) * 2 - 1
+    assert _median_psnr(_half_resolution(cartoons, 128), cartoons) > 25
+    assert _median_psnr(photos, targets) < half - 5  # and the photo itself is far from its answer

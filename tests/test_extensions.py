@@ -90,7 +90,7 @@ def test_own_stage_and_fusion_train_save_and_load(tmp_path):
     trainer = pl.Trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, accelerator="cpu",
                          logger=pl.loggers.TensorBoardLogger(str(tmp_path), name="run"), enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, UnpairedDataModule(root=str(root), size=64, batch_size=2, num_workers=0, val_count=2))
+    trainer.fit(module, UnpairedDataModule(root=str(root), size=64, batch_size=2, num_workers=0))
     trained = model.state_dict()
     # Both steps trained: stage 1's toy translator, then stage 2's toy fusion block.
     assert not torch.equal(before["G_ab.stages.0.net.0.weight"], trained["G_ab.stages.0.net.0.weight"])

@@ -138,15 +138,16 @@ def _check_tensorboard(words: list[str]) -> None:
     from scan.datasets import UnpairedDataModule
     from scan.datasets.demo import build_demo_set
     from scan.training import Phase, SCANModule
+    from scan.training.callbacks import EvaluationCallback
 
     data = build_demo_set(Path("tb_data"), train=4, test=2, size=72)
     trainer = pl.Trainer(
         max_epochs=1, limit_train_batches=1, limit_val_batches=1, accelerator="cpu", devices=1, log_every_n_steps=1,
         logger=pl.loggers.TensorBoardLogger(words[2], name="selfie2anime"), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[EvaluationCallback()],
     )
     module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=1)
-    trainer.fit(module, UnpairedDataModule(root=str(data), size=64, batch_size=2, num_workers=0, val_count=2))
+    trainer.fit(module, UnpairedDataModule(root=str(data), size=64, batch_size=2, num_workers=0))
     shown = subprocess.run([str(binary), "--inspect", *words[1:]], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
     sections = re.split(r"^(audio|histograms|images|scalars|tensor)\b.*$", shown.stdout.split("Event statistics")[0],

@@ -30,6 +30,7 @@ from scan.datasets import UnpairedDataModule
 from scan.errors import InputError, run_command
 from scan.outputs import atomic_write
 from scan.registry import create_config
+from scan.training.callbacks import EvaluationCallback
 from scan.training.checkpoint_io import check_training_checkpoint
 from scan.training.module import SCANModule
 
@@ -110,6 +111,8 @@ class SCANCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                              "checkpoint.every_n_train_steps": 500})
         parser.add_lightning_class_args(PeriodicCheckpoint, "periodic_checkpoint")
+        # Held-out evaluation over the whole test split, every N epochs (--evaluation.*; scan.evaluation).
+        parser.add_lightning_class_args(EvaluationCallback, "evaluation")
         parser.set_defaults({"periodic_checkpoint.save_top_k": -1, "periodic_checkpoint.every_n_epochs": 10,
                              "periodic_checkpoint.filename": "epoch{epoch:03d}",
                              "periodic_checkpoint.auto_insert_metric_name": False})

@@ -20,11 +20,10 @@ from torch import Tensor
 from scan.compiling import COMPILE_MODES, check_compile_available, compile_errors, compile_modules
 from scan.config import SCANConfig, apply_overrides
 from scan.errors import UserError
-from scan.imageops import heatmap, make_grid
 from scan.losses import ImagePool
-from scan.metrics import psnr
 from scan.model import SCAN
 from scan.registry import create_config
+from scan.training.callbacks import TrainingImages
 from scan.training.checkpoint_io import SafeCheckpointIO
 from scan.training.progress import throttled
 
@@ -442,12 +441,18 @@ class SCANModule(pl.LightningModule):
             return list(zip(range(1, self.config.num_stages + 1), self.stage_weights))
         return [(int(phase.stage), 1.0)]
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """One generator and one discriminator update of the current phase.
+
+        Returns:
+            ``{"stage": k, "images": {...}}``: the top judged stage and its images of this step
+            (detached), for callbacks such as :class:`~scan.training.callbacks.TrainingImages`.
+        """
         # Networks compile on their first call of a phase: a failure there is one line too.
         with compile_errors(_COMPILE_HINT) if self.compile_networks else contextlib.nullcontext():
-            self._training_step(batch, batch_idx)
+            return self._training_step(batch, batch_idx)
 
-    def _training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def _training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         index, _ = self.phase_at(self.current_epoch)
         judged = self.judged_stages(self.phases[index])
         opt_g, opt_d = self._optimizer(index, "generator"), self._optimizer(index, "discriminator")
@@ -503,59 +508,11 @@ class SCANModule(pl.LightningModule):
         if (batch_idx + 1) % self.max_nonfinite_steps == 0:
             self._check_nonfinite()
 
-        every = self.image_log_every_n_steps
-        if every and batch_idx % every == 0:
-            step, (real_a, real_b) = steps[top], reals[top]
-            self._log_images(f"train/stage{top}", real_a=real_a, real_b=real_b, fake_b=step.fake_b,
-                             fake_a=step.fake_a, rec_a=step.rec_a, rec_b=step.rec_b,
-                             alpha_ab=step.stack_ab.alphas[-1], alpha_ba=step.stack_ba.alphas[-1])
-
-    # --------------------------------------------------------------------------------- validation
-    @torch.no_grad()
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        index, _ = self.phase_at(self.current_epoch)
-        top = self.trained_stage(self.phases[index])
-        # One pass per direction yields every stage's output: running stages 1..k on the image
-        # downsampled to stage k gives exactly stage k's output of the full pass.
-        # The generators directly, not the checked public translate(): a diverged model's NaN output
-        # must reach the logs, not stop validation.
-        ab = self.model.G_ab(self.model.stage_input(batch["a"], top), upto=top)
-        ba = self.model.G_ba(self.model.stage_input(batch["b"], top), upto=top)
-        for stage in range(1, top + 1):
-            real_a = self.model.stage_input(batch["a"], stage)
-            real_b = self.model.stage_input(batch["b"], stage)
-            fake_b, fake_a = ab.outputs[stage - 1], ba.outputs[stage - 1]
-            rec_a = self.model.G_ba(fake_b, upto=stage).final
-            rec_b = self.model.G_ab(fake_a, upto=stage).final
-            metrics = {
-                f"val/stage{stage}/cycle_a": (rec_a - real_a).abs().mean(),
-                f"val/stage{stage}/cycle_b": (rec_b - real_b).abs().mean(),
-            }
-            if "a_target" in batch:  # data with a known answer (the demo set): score the translation
-                target = self.model.stage_input(batch["a_target"], stage)
-                metrics[f"val/stage{stage}/psnr_a2b"] = psnr(fake_b, target)
-                metrics[f"val/stage{stage}/psnr_identity"] = psnr(real_a, target)
-            self.log_dict(metrics, on_epoch=True, sync_dist=True)
-            if batch_idx == 0:
-                self._log_images(f"val/stage{stage}", real_a=real_a, real_b=real_b, fake_b=fake_b, fake_a=fake_a,
-                                 rec_a=rec_a, rec_b=rec_b, alpha_ab=ab.alphas[stage - 1], alpha_ba=ba.alphas[stage - 1])
-
-    def _log_images(self, tag: str, *, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor,
-                    rec_a: Tensor, rec_b: Tensor, alpha_ab: Tensor | None, alpha_ba: Tensor | None) -> None:
-        """One grid row per sample: real A, fake B, rec A, real B, fake A, rec B, alpha A->B, alpha B->A.
-
-        Keyword-only images: eight tensors of one type, logged in an order unlike the arguments'.
-        """
-        experiment: Any = getattr(self.logger, "experiment", None)  # TensorBoard's SummaryWriter, if any
-        if not self.trainer.is_global_zero or not hasattr(experiment, "add_image"):
-            return
-        rows = []
-        for i in range(min(4, real_a.shape[0])):
-            row = [real_a[i], fake_b[i], rec_a[i], real_b[i], fake_a[i], rec_b[i]]
-            row += [heatmap(alpha[i]) for alpha in (alpha_ab, alpha_ba) if alpha is not None]
-            rows.append([t.detach().float().cpu() for t in row])
-        grid = (make_grid(rows).clamp(-1, 1) + 1) / 2
-        experiment.add_image(tag, grid, self.global_step)
+        step, (real_a, real_b) = steps[top], reals[top]
+        images = {"real_a": real_a, "fake_b": step.fake_b, "rec_a": step.rec_a, "real_b": real_b,
+                  "fake_a": step.fake_a, "rec_b": step.rec_b, "alpha_ab": step.stack_ab.alphas[-1],
+                  "alpha_ba": step.stack_ba.alphas[-1]}
+        return {"stage": top, "images": {k: None if v is None else v.detach() for k, v in images.items()}}
 
     # ----------------------------------------------------------------------- checkpoints and data
     def setup(self, stage: str) -> None:
@@ -570,10 +527,11 @@ class SCANModule(pl.LightningModule):
             ddp_kwargs["find_unused_parameters"] = True
 
     def configure_callbacks(self) -> list[Callback]:
-        # Lightning's bars read the losses from the device after every batch; this one by the clock (it
-        # replaces the trainer's, whose settings it keeps). A bar of the user's own is left alone.
+        # The step's image grids, every image_log_every_n_steps batches. Lightning's bars read the losses
+        # from the device after every batch; this one by the clock (it replaces the trainer's, whose
+        # settings it keeps). A bar of the user's own is left alone.
         bar = throttled(self.trainer.progress_bar_callback)
-        return [] if bar is None else [bar]
+        return [TrainingImages(self.image_log_every_n_steps)] + ([] if bar is None else [bar])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What scan.load_model needs to rebuild the model from a .ckpt, as plain data.

@@ -1,0 +1,7 @@
+"""``python -m scan.evaluation``: the same as ``scan-eval``."""
+
+import sys
+
+from scan.evaluation.cli import main
+
+sys.exit(main())
