@@ -2,7 +2,8 @@
 
 On the offline demo set (photo -> domain B, where every held-out photo comes with its true answer;
 ``--mapping cartoon`` is a local change of palette and outlines, ``--mapping reshape`` the same after
-a global change of shape) it trains, each for the same time budget and at the same width:
+a global change of shape, ``--mapping lineart`` one-pixel outlines and hatching that only the top
+resolution holds) it trains, each for the same time budget and at the same width:
 
   cyclegan       the single-stage ``cyclegan-256`` recipe (ResNet-9, no input skip) at the top size
   cyclegan+skip  the same generator with scan's input skip (separates the skip's effect from stacking's)
@@ -12,8 +13,12 @@ a global change of shape) it trains, each for the same time budget and at the sa
   scan+joint     ``scan`` with a joint phase: 60% stage 1, 20% stage 2, 20% both stages at once
   scan-fixed     ``scan`` with the fusion block replaced by a fixed alpha of 0.5
 
-and scores the held-out translations (PSNR, SSIM; every stage, lower ones upsampled bilinearly to the
-top size) after every short epoch, so quality can be read against training time. Each model's
+and scores the held-out translations through :mod:`scan.evaluation` (PSNR, SSIM and the detail score,
+PSNR of the high-frequency band; every stage, lower ones upsampled bilinearly to the top size) after
+every short epoch, so quality can be read against training time. Beside the models, the report has
+reference rows: the untranslated photo, and the *oracles*, the true answer itself through half and a
+quarter of the top resolution, the best a stage of that size could score: a run whose models sit far
+below the half-resolution oracle measures learning speed, not what resolution buys. Each model's
 inference cost at the top size is measured too. ``--variants`` also takes models with design knobs
 turned (``KNOBS``), e.g. ``'scan[split=0.5/0.5,alpha0=0.5]'``: the design search of the README.
 

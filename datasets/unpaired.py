@@ -115,7 +115,8 @@ class UnpairedImageDataset(_DecodingDataset):
 
 class FixedPairsDataset(_DecodingDataset):
     """A small fixed set ``{"a": A[i], "b": B[i]}`` (plus ``"a_target"``, the known translation of A[i],
-    where a ``<dir_a>_target`` folder holds files of the same names) for validation and image logs.
+    where a ``<dir_a>_target`` folder holds files of the same names): the demo set's held-out photos and
+    their answers (:func:`scan.datasets.demo.load_heldout`).
 
     Args:
         dir_a, dir_b: the domain folders.

@@ -16,7 +16,7 @@ Everything lands in one folder (``--out``, default ``demo_output``)::
     scores.json              held-out PSNR / SSIM against the true cartoons, per stage
     model.pt                 the trained model (infer.py, scan-export, scan.load_model)
     data/                    the demo set
-    tensorboard/             the training run (losses, image grids, validation PSNR), checkpoints
+    tensorboard/             the training run (losses, image grids, held-out scores of every stage), checkpoints
 
 ``--quick`` (or ``SCAN_DEMO_QUICK=1``) shrinks data and training to seconds; CI runs it that way.
 """

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 __all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
-           "add_debug_flag", "each_carrying_on", "report_failures", "positive_int", "image_side"]
+           "add_debug_flag", "each_carrying_on", "report_failures", "positive_int", "int_range", "image_side"]
 
 T = TypeVar("T")
 
@@ -134,6 +134,22 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} is not positive")
     return value
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (a count of threads or processes, say:
+    a thousand of them would hold a thousand images in memory)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
 
 
 MAX_IMAGE_SIDE = 8192

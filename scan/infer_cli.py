@@ -32,6 +32,7 @@ from scan.errors import (
     InputError,
     add_debug_flag,
     each_carrying_on,
+    int_range,
     one_line,
     positive_int,
     report_failures,
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
                        help="faces translated per network call, gathered across photos (default 1: the least "
                             "memory). On a GPU raise it, e.g. to 16-64; on a CPU it gains little")
-    speed.add_argument("--workers", type=_worker_count, default=DEFAULT_WORKERS, metavar="N",
+    speed.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=DEFAULT_WORKERS, metavar="N",
                        help="threads that decode, align and paste back photos while the network runs (default "
                             f"{DEFAULT_WORKERS}; 0: all in the main thread)")
     speed.add_argument("--compile", action="store_true",
@@ -102,18 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 MAX_WORKERS = 64
-
-
-def _worker_count(text: str) -> int:
-    """An argparse type: a thread count from 0 to ``MAX_WORKERS`` (each thread holds photos in memory;
-    a thousand would hold a thousand)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= MAX_WORKERS:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..{MAX_WORKERS}")
-    return value
 
 
 def _fraction(text: str) -> float:

@@ -8,8 +8,10 @@ test_training.py and run by the demo); every Python block runs, and the YAML sho
 config's."""
 
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +120,8 @@ def _check(words: list[str]) -> None:
         scan.web.build_app(scan.web.Models(args.checkpoint, args.device, args.precision, args.landmarks))
     elif program == "tensorboard":
         _check_tensorboard(words)
+    elif program == "scan-eval":
+        _check_scan_eval(words)
     elif program == "python -m" and words[2] == "scan.datasets.demo":
         from scan.datasets.demo import main
 
@@ -127,6 +131,25 @@ def _check(words: list[str]) -> None:
         _check_benchmark(words)
     else:
         pytest.fail(f"README command {shlex.join(words)!r} is checked by nothing; teach tests/test_readme.py")
+
+
+def _check_scan_eval(words: list[str]) -> None:
+    """Parse the command; run it on a small demo set and the workdir's model where it names files that
+    can stand here (``demo_output/``, ``old.pt``), offline: KID/FID are then skipped with one line."""
+    import scan.evaluation.cli
+    from scan.datasets.demo import build_demo_set
+
+    args = scan.evaluation.cli.build_parser().parse_args(words[1:])
+    if not str(args.data).startswith("demo_output"):
+        return  # a real data set the README points to (/data/selfie2anime)
+    build_demo_set(args.data, train=2, test=3, size=72)
+    for path in args.checkpoint:
+        shutil.copyfile("model.pt", path)
+    os.environ["SCAN_OFFLINE"] = "1"
+    try:
+        assert scan.evaluation.cli.main(words[1:]) == 0
+    finally:
+        del os.environ["SCAN_OFFLINE"]
 
 
 def _check_tensorboard(words: list[str]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from scan.checkpoint import load_model
-from scan.errors import EXIT_FAILED, InputError, add_debug_flag, positive_int, run_command
+from scan.errors import EXIT_FAILED, InputError, add_debug_flag, int_range, positive_int, run_command
 from scan.evaluation.evaluator import (
     DIRECTIONS,
     DISTRIBUTION_METRICS,
@@ -40,6 +40,7 @@ from scan.translator import resolve_device
 
 __all__ = ["main", "build_parser", "format_table"]
 
+MAX_WORKERS = 64  # decoding processes
 DEFAULT_METRICS = ("psnr", "ssim", "detail", "kid", "fid")
 COLUMNS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "detail": "detail (dB)", "cycle": "cycle L1",
            "kid": "KID x100", "fid": "FID"}
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"any of {', '.join(METRICS)} (default: {' '.join(DEFAULT_METRICS)}; detail: PSNR of the "
                         "high-frequency band; cycle: round-trip L1)")
     p.add_argument("--batch-size", type=positive_int, default=16, metavar="N")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes (default 0: in-process)")
+    p.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=0, metavar="N",
+                   help="decoding processes (default 0: in-process)")
     p.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                    help="only the first N images of each folder")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
@@ -107,6 +109,8 @@ def format_table(reports: dict[str, DirectionReport], metrics: tuple[str, ...]) 
     lines = ["| model | row | " + " | ".join(COLUMNS[m] for m in shown) + " |", "|---|---|" + "---|" * len(shown)]
     for name, report in reports.items():
         for row_name, row in report.rows.items():
+            if not any(m in row for m in shown):
+                continue  # e.g. the untranslated input where only the cycle error was asked for
             lines.append(f"| {name} | {_row_label(row_name, report)} | " + " | ".join(_cell(row, m) for m in shown)
                          + " |")
     return "\n".join(lines)
@@ -198,6 +202,10 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"warning: {warning.message}", file=sys.stderr)
             for line in result.skipped:
                 print(f"warning: {line}; left out", file=sys.stderr)
+            broken = [row for row, scores in result.rows.items() if not all(map(math.isfinite, scores.values()))]
+            if broken:
+                print(f"warning: {name} {direction}: {', '.join(broken)} scored NaN/inf (the model's output is not "
+                      "finite: diverged or broken weights?)", file=sys.stderr)
             results[direction][name] = result
             entry[direction] = {"images": result.images, "real_images": result.real_images,
                                 "skipped": result.skipped, "rows": result.rows}
