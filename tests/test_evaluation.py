@@ -257,3 +257,30 @@ def test_scan_eval_bad_input_is_one_line(case, data, model_file, tmp_path):
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow
+def test_the_training_callback_logs_kid_fid_with_a_stand_in_and_fails_fast_without_weights(data, stand_in, tmp_path):
+    import pytorch_lightning as pl
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scan.datasets import UnpairedDataModule
+    from scan.training import Phase, SCANModule
+    from scan.training.callbacks import EvaluationCallback
+
+    def fit(callback: EvaluationCallback) -> None:
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", enable_checkpointing=False,
+                             logger=pl.loggers.TensorBoardLogger(str(tmp_path), name="run"),
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+        module = SCANModule("tiny", schedule=[Phase(1, 1, 0)], image_log_every_n_steps=0)
+        trainer.fit(module, UnpairedDataModule(root=str(data), size=64, batch_size=2, num_workers=0))
+
+    fit(EvaluationCallback(metrics=["kid", "fid", "psnr"], inception_weights=str(stand_in), image_rows=0))
+    (events,) = (tmp_path / "run" / "version_0").glob("events.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"val/stage1/kid_a2b", "val/stage1/fid_b2a", "val/input/fid_a2b", "val/stage1/psnr_a2b"} <= tags
+    assert "val/stage2/kid_a2b" not in tags  # stage 2 was not trained yet
+    with pytest.raises(MissingWeightsError, match="--evaluation.inception_weights PATH"):  # before any step
+        fit(EvaluationCallback(metrics=["kid"]))

@@ -149,7 +149,8 @@ def _features(args: argparse.Namespace, metrics: tuple[str, ...], explicit: bool
         return None, remaining, explicit
 
 
-def _run(args: argparse.Namespace) -> int:
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Every path the command reads or writes, checked before any model is loaded."""
     if not args.data.is_dir():
         raise InputError(f"{args.data}: no such folder (give a CycleGAN-layout data folder)")
     missing = [p for p in args.checkpoint if not p.is_file()]
@@ -161,14 +162,13 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"{twice} is given twice; compare different models")
     if args.out is not None:
         OutputPlan(inputs=args.checkpoint, overwrite=args.overwrite).claim(args.out)
+
+
+def _scorable(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[str, EvalFolders]:
+    """The directions asked for that some metric can score, each with its folders; a note for what the
+    data cannot give (no known answers, no real images of the other domain)."""
     directions = list(DIRECTIONS) if args.direction == "both" else [args.direction]
     folders = {d: EvalFolders.from_root(args.data, d, args.split) for d in directions}
-    device = resolve_device(args.device)
-    explicit = args.metrics is not None
-    metrics = tuple(args.metrics or DEFAULT_METRICS)
-    features, metrics, dropped = _features(args, metrics, explicit)
-    evaluator = Evaluator(metrics, features, args.batch_size, device, args.precision, args.workers, args.max_images,
-                          progress=not args.quiet)
     for direction, f in list(folders.items()):
         lacking = [what for what, folder, needs in (("known answers", f.targets, PAIRED_METRICS),
                                                     ("real images of the other domain", f.real, DISTRIBUTION_METRICS))
@@ -183,38 +183,51 @@ def _run(args: argparse.Namespace) -> int:
     if not folders:
         raise InputError(f"{args.data}: none of {', '.join(metrics)} can be computed on this data (KID/FID need "
                          "the other domain's real images, PSNR/SSIM/detail known answers such as testA_target/)")
-    directions = list(folders)
-    results: dict[str, dict[str, DirectionReport]] = {d: {} for d in directions}
-    names = _model_names(args.checkpoint)
+    return folders
+
+
+def _evaluate(evaluator: Evaluator, model: Any, name: str, direction: str, folders: EvalFolders) -> DirectionReport:
+    """One model in one direction, what went wrong on the way said in ``warning:`` lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # files skipped by the folder walk
+        result = evaluator.evaluate(model, folders, direction, name=name)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    for line in result.skipped:
+        print(f"warning: {line}; left out", file=sys.stderr)
+    broken = [row for row, scores in result.rows.items() if not all(map(math.isfinite, scores.values()))]
+    if broken:
+        print(f"warning: {name} {direction}: {', '.join(broken)} scored NaN/inf (the model's output is not finite: "
+              "diverged or broken weights?)", file=sys.stderr)
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_inputs(args)
+    device = resolve_device(args.device)
+    features, metrics, dropped = _features(args, tuple(args.metrics or DEFAULT_METRICS), args.metrics is not None)
+    folders = _scorable(args, metrics)
+    evaluator = Evaluator(metrics, features, args.batch_size, device, args.precision, args.workers, args.max_images,
+                          progress=not args.quiet)
+    results: dict[str, dict[str, DirectionReport]] = {d: {} for d in folders}
     report: dict[str, Any] = {"meta": {"data": str(args.data), "split": args.split, "metrics": list(metrics),
                                        "batch_size": args.batch_size, "precision": args.precision,
                                        "device": str(device), "max_images": args.max_images,
                                        "features": getattr(features, "name", None), "torch": torch.__version__},
                               "models": {}}
-    for name, path in zip(names, args.checkpoint):
+    for name, path in zip(_model_names(args.checkpoint), args.checkpoint):
         model = load_model(path, map_location=device)
         entry: dict[str, Any] = {"path": str(path), "stages": model.num_stages, "top_size": model.config.top_size}
-        for direction in directions:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = evaluator.evaluate(model, folders[direction], direction, name=name)
-            for warning in caught:
-                print(f"warning: {warning.message}", file=sys.stderr)
-            for line in result.skipped:
-                print(f"warning: {line}; left out", file=sys.stderr)
-            broken = [row for row, scores in result.rows.items() if not all(map(math.isfinite, scores.values()))]
-            if broken:
-                print(f"warning: {name} {direction}: {', '.join(broken)} scored NaN/inf (the model's output is not "
-                      "finite: diverged or broken weights?)", file=sys.stderr)
-            results[direction][name] = result
+        for direction, direction_folders in folders.items():
+            result = results[direction][name] = _evaluate(evaluator, model, name, direction, direction_folders)
             entry[direction] = {"images": result.images, "real_images": result.real_images,
                                 "skipped": result.skipped, "rows": result.rows}
         report["models"][name] = entry
-    for direction in directions:
-        first = next(iter(results[direction].values()))
+    for direction, reports in results.items():
+        first = next(iter(reports.values()))
         print(f"\n{direction}: {first.images} image(s) of {folders[direction].source}"
               + (f", KID/FID against {first.real_images} real image(s)" if first.real_images else ""))
-        print(format_table(results[direction], metrics))
+        print(format_table(reports, metrics))
     if args.out is not None:
         text = json.dumps(_plain(report), indent=1)
         atomic_write(args.out, lambda tmp: tmp.write_text(text))

@@ -104,7 +104,8 @@ def _download(url: str, path: Path, timeout_s: float = 30.0) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def load_inception(path: str | os.PathLike[str] | None = None, download: bool = True) -> TorchScriptFeatures:
+def load_inception(path: str | os.PathLike[str] | None = None, download: bool = True,
+                   option: str = WEIGHTS_OPTION) -> TorchScriptFeatures:
     """The standard FID Inception-v3 feature extractor (2048-d pool features).
 
     Args:
@@ -112,6 +113,7 @@ def load_inception(path: str | os.PathLike[str] | None = None, download: bool = 
             call (``uint8`` images in, ``(N, D)`` out); default: :func:`default_inception_path`.
         download: fetch the file into the cache when it is missing (never under ``$SCAN_OFFLINE``,
             never for an explicit ``path``).
+        option: how the user gives a local copy, for the error message (``scan-eval``'s by default).
 
     Raises:
         MissingWeightsError: not there and not fetched; the one-line message names the file looked
@@ -130,6 +132,6 @@ def load_inception(path: str | os.PathLike[str] | None = None, download: bool = 
                 why = f"download failed: {getattr(error, 'reason', None) or error}"
         if why:
             raise MissingWeightsError(f"KID/FID need the Inception weights {target} ({why}); give a local copy of "
-                                      f"{INCEPTION_FILE} with {WEIGHTS_OPTION}")
+                                      f"{INCEPTION_FILE} with {option}")
     return TorchScriptFeatures(target)
 

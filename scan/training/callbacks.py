@@ -98,9 +98,11 @@ class EvaluationCallback(pl.Callback):
         self._features: Any = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Fail before the first step, not after an epoch: weights asked for must be there.
-        if self.every_n_epochs and set(self.metrics) & set(DISTRIBUTION_METRICS) and self._features is None:
-            self._features = load_inception(self.inception_weights, download=trainer.is_global_zero)
+        # Fail before the first step, not after an epoch: weights asked for must be there. Only rank 0
+        # evaluates, so only rank 0 needs (and may fetch) them.
+        wanted = self.every_n_epochs and set(self.metrics) & set(DISTRIBUTION_METRICS)
+        if wanted and trainer.is_global_zero and self._features is None:
+            self._features = load_inception(self.inception_weights, option="--evaluation.inception_weights PATH")
 
     def _evaluator(self, limit: int | None, device: torch.device) -> Evaluator:
         if limit not in self._evaluators:
