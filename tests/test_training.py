@@ -526,16 +526,22 @@ def test_compiled_training_learns_what_eager_training_learns(tmp_path, demo_root
                for m in [*compiled.model.G_ab.stages, *compiled.model.G_ba.fusions, *compiled.model.D_b])
     assert list(eager.model.state_dict()) == list(compiled.model.state_dict())
     # Compared by what the networks compute: the bias of a conv that feeds an instance norm has a zero
-    # gradient up to rounding, which Adam scales to full steps of either sign, so those differ.
+    # gradient up to rounding, which Adam scales to full steps of either sign, so those differ. So do
+    # the residual refiner's weights in its first steps (its output gain starts at 0, so their gradients
+    # are zero up to rounding too): stage 2 agrees to a small fraction of what training changed.
     x = torch.rand(2, 3, 64, 64) * 2 - 1
+    pl.seed_everything(0, verbose=False)
+    untrained = SCANModule("tiny").model
     with torch.no_grad():
         for direction in ("a2b", "b2a"):
             expected, got = eager.model.translate(x, direction), compiled.model.translate(x, direction)
-            for stage, (e, g) in enumerate(zip(expected.outputs, got.outputs), start=1):
-                torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4, msg=f"{direction} stage {stage}")
-            pl.seed_everything(0, verbose=False)
-            untrained = SCANModule("tiny").model.translate(x, direction).final
-            assert (expected.final - untrained).abs().max() > 1e-3  # the run did train
+            before = untrained.translate(x, direction)
+            torch.testing.assert_close(got.outputs[0], expected.outputs[0], atol=1e-4, rtol=1e-4,
+                                       msg=f"{direction} stage 1")
+            for stage, (e, g, u) in enumerate(zip(expected.outputs, got.outputs, before.outputs), start=1):
+                trained_by = (e - u).abs().max()
+                assert trained_by > 1e-2, f"{direction} stage {stage}: the run did not train"
+                assert (g - e).abs().max() < 0.02 * trained_by, f"{direction} stage {stage}"
 
 
 def test_compile_unavailable_is_one_line_and_exit_2(tmp_path, demo_root, capsys, monkeypatch):
