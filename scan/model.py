@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -13,10 +14,17 @@ from scan.imageops import as_model_input
 from scan.losses import gan_loss
 from scan.stages import PatchDiscriminator, init_weights
 
-__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS"]
+__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS", "Augment"]
 
 DIRECTIONS = ("a2b", "b2a")
 Direction = str
+# What the discriminators see instead of an image, e.g. scan.diffaugment.DiffAugment: a differentiable map
+# of a batch in [-1, 1] to a batch of the same shape.
+Augment = Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 @dataclass
@@ -115,13 +123,18 @@ class SCAN(nn.Module):
         self._check_stage(stage)
         return downsample(x, 2 ** (self.num_stages - stage))
 
-    def generator_step(self, real_a: Tensor, real_b: Tensor, stage: int) -> GeneratorStep:
+    def generator_step(
+        self, real_a: Tensor, real_b: Tensor, stage: int, augment: Augment | None = None
+    ) -> GeneratorStep:
         """Generator losses of ``stage`` on images at that stage's resolution.
 
         Args:
             real_a: batch of domain A in ``[-1, 1]``, at ``stage``'s resolution.
             real_b: batch of domain B, same size.
             stage: 1-based stage index; stages 1..stage run, stage ``stage`` is judged.
+            augment: applied to the fakes before the discriminators judge them (DiffAugment, see
+                :mod:`scan.diffaugment`); differentiable, so the generators learn through it. Pass
+                the same one to :meth:`discriminator_step`.
 
         Returns:
             A :class:`GeneratorStep`; only ``loss`` carries a graph.
@@ -129,14 +142,15 @@ class SCAN(nn.Module):
         self._check_stage(stage)
         cfg = self.config.loss
         k = stage - 1
+        judge = augment or _identity
         stack_ab = self.G_ab(real_a, upto=stage)
         stack_ba = self.G_ba(real_b, upto=stage)
         fake_b, fake_a = stack_ab.final, stack_ba.final
         rec_a = self.G_ba(fake_b, upto=stage).final
         rec_b = self.G_ab(fake_a, upto=stage).final
         terms = {
-            "G_ab_gan": gan_loss(self.D_b[k](fake_b), True, cfg.gan_mode, for_discriminator=False),
-            "G_ba_gan": gan_loss(self.D_a[k](fake_a), True, cfg.gan_mode, for_discriminator=False),
+            "G_ab_gan": gan_loss(self.D_b[k](judge(fake_b)), True, cfg.gan_mode, for_discriminator=False),
+            "G_ba_gan": gan_loss(self.D_a[k](judge(fake_a)), True, cfg.gan_mode, for_discriminator=False),
             "cycle_a": F.l1_loss(rec_a, real_a),
             "cycle_b": F.l1_loss(rec_b, real_b),
         }
@@ -165,7 +179,8 @@ class SCAN(nn.Module):
         )
 
     def discriminator_step(
-        self, *, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, stage: int
+        self, *, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, stage: int,
+        augment: Augment | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Discriminator losses of ``stage``: ``D_a`` on real A vs fake A, ``D_b`` on real B vs fake B.
 
@@ -176,12 +191,17 @@ class SCAN(nn.Module):
             real_a, real_b: real batches at ``stage``'s resolution.
             fake_a, fake_b: generated batches (typically drawn from image pools), detached.
             stage: 1-based stage index.
+            augment: applied to every batch, real and fake alike, before its discriminator judges it
+                (the one given to :meth:`generator_step`).
 
         Returns:
             ``(loss, terms)``; each discriminator's loss is halved, as in CycleGAN.
         """
         self._check_stage(stage)
         mode, k = self.config.loss.gan_mode, stage - 1
-        d_a = 0.5 * (gan_loss(self.D_a[k](real_a), True, mode) + gan_loss(self.D_a[k](fake_a.detach()), False, mode))
-        d_b = 0.5 * (gan_loss(self.D_b[k](real_b), True, mode) + gan_loss(self.D_b[k](fake_b.detach()), False, mode))
+        judge = augment or _identity
+        d_a = 0.5 * (gan_loss(self.D_a[k](judge(real_a)), True, mode)
+                     + gan_loss(self.D_a[k](judge(fake_a.detach())), False, mode))
+        d_b = 0.5 * (gan_loss(self.D_b[k](judge(real_b)), True, mode)
+                     + gan_loss(self.D_b[k](judge(fake_b.detach())), False, mode))
         return d_a + d_b, {"D_a": d_a.detach(), "D_b": d_b.detach()}

@@ -4,6 +4,8 @@
     python train.py fit --config configs/demo.yaml --trainer.max_epochs 2      # any option overrides
     python train.py fit --config runs/scan/version_0/config.yaml \
         --ckpt_path runs/scan/version_0/checkpoints/last.ckpt                   # resume
+    python train.py fit --config configs/finetune.yaml --data.root STYLE_DIR \
+        --model.init_from demo_output/model.pt                                  # a new style from a trained model
 
 The resolved config is saved as ``config.yaml`` in each run's log folder, and at the end of a
 completed fit the trained model as ``model.pt`` (for ``infer.py``, ``scan-export``, ``scan.load_model``).
@@ -27,6 +29,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from scan.checkpoint import save_model
 from scan.datasets import UnpairedDataModule
+from scan.datasets.unpaired import resolve_folders
 from scan.errors import InputError, run_command
 from scan.outputs import atomic_write
 from scan.registry import create_config
@@ -143,6 +146,9 @@ class SCANCLI(LightningCLI):
             print(f"note: resuming from {ckpt_path}: the checkpoint's {', '.join(f'--model.{k}' for k in replaced)} "
                   f"replace(s) this command's (a resumed run trains the model it saved, on its schedule; "
                   f"{', '.join(f'--model.{k}' for k in RUN_OPTIONS)} are this command's)", file=sys.stderr)
+        # The weights are the checkpoint's: the file a fine-tuning run started from is not read again
+        # (it may be gone by now).
+        resumed["init_from"] = None
 
     def before_fit(self) -> None:
         logger = self.trainer.logger
@@ -157,6 +163,7 @@ class SCANCLI(LightningCLI):
         # Find the data and check it before the run writes anything (its log folder, its config).
         self.datamodule.setup("fit")
         self.datamodule.check_batch_size(self.trainer.world_size)
+        _check_examples(self.datamodule)
         trainer_config = self.config[self.subcommand]["trainer"]
         if trainer_config.get("max_epochs") is None and trainer_config.get("max_steps", -1) == -1:
             self.trainer.fit_loop.max_epochs = self.model.total_epochs
@@ -171,6 +178,22 @@ class SCANCLI(LightningCLI):
             return
         path = save_model(self.model.model, Path(log_dir) / "model.pt")
         print(f"trained model written to {path}")
+
+
+MIN_IMAGES_PER_DOMAIN = 2
+
+
+def _check_examples(datamodule: UnpairedDataModule) -> None:
+    """Refuse a domain of a single image: a discriminator shown one real image only learns that image
+    (a style needs examples; 10 or more, with ``--model.init_from`` and ``--model.diff_augment``)."""
+    train_set = datamodule.train_set
+    if train_set is None:
+        return
+    folders = resolve_folders(datamodule.root, datamodule.dir_a, datamodule.dir_b, "train")
+    for folder, files in zip(folders, (train_set.files_a, train_set.files_b)):
+        if len(files) < MIN_IMAGES_PER_DOMAIN:
+            raise InputError(f"{folder}: {len(files)} usable image(s); training needs at least "
+                             f"{MIN_IMAGES_PER_DOMAIN} per domain (for a style: 10 or more, see configs/finetune.yaml)")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -19,12 +20,14 @@ from torch import Tensor
 
 from scan.compiling import COMPILE_MODES, check_compile_available, compile_errors, compile_modules
 from scan.config import SCANConfig, apply_overrides
+from scan.diffaugment import DiffAugment
 from scan.errors import UserError
 from scan.losses import ImagePool
 from scan.model import SCAN
 from scan.registry import create_config
 from scan.training.callbacks import TrainingImages
 from scan.training.checkpoint_io import SafeCheckpointIO
+from scan.training.finetune import check_phases_trainable, frozen_modules, load_initial_weights
 from scan.training.progress import throttled
 
 __all__ = ["Phase", "SCANModule", "NonFiniteLossError", "OptimizerSpec", "default_schedule"]
@@ -157,6 +160,16 @@ class SCANModule(pl.LightningModule):
         compile: compile every generator stage, fusion block and discriminator with ``torch.compile``
             (:mod:`scan.compiling`); the first steps of each phase take longer while it compiles.
         compile_mode: ``torch.compile``'s mode, e.g. ``"max-autotune"`` (default: its default).
+        init_from: start from a trained model's weights: a scan model file (``model.pt``) or a scan
+            training checkpoint of the same architecture (:mod:`scan.training.finetune`); the
+            optimisers, schedule and image pools start fresh. A resumed run (``ckpt_path``) takes its
+            weights from its checkpoint instead (Lightning loads it after this).
+        freeze: parts that keep their weights, from ``scan.training.finetune.FREEZABLE``:
+            ``generators``, ``stage1`` ... ``stageN``, ``fusion``, ``encoders``, ``discriminators``.
+            They are left out of every optimiser, whatever the phase.
+        diff_augment: DiffAugment policy (:mod:`scan.diffaugment`), e.g. ``"color,translation,cutout"``:
+            applied to real and fake images before every discriminator call of training (for 10-300
+            training images). ``None`` or ``""``: off.
     """
 
     def __init__(
@@ -174,6 +187,9 @@ class SCANModule(pl.LightningModule):
         max_nonfinite_steps: int = 10,
         compile: bool = False,
         compile_mode: str | None = None,
+        init_from: str | None = None,
+        freeze: list[str] | None = None,
+        diff_augment: str | None = None,
     ) -> None:
         super().__init__()
         config = _resolve_config(model, model_overrides)
@@ -184,6 +200,9 @@ class SCANModule(pl.LightningModule):
         model = config.to_dict()  # type: ignore[assignment]  # (the locals are read by save_hyperparameters)
         model_overrides = None
         schedule = [dataclasses.asdict(p) for p in phases]  # type: ignore[misc]  # noqa: F841 (plain data, as above)
+        init_from = None if init_from is None else os.fspath(init_from)
+        if freeze is not None:
+            freeze = [freeze] if isinstance(freeze, str) else [str(name) for name in freeze]
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = SCAN(config)
@@ -208,6 +227,14 @@ class SCANModule(pl.LightningModule):
         self.pools = {
             f"stage{k}_{d}": ImagePool(config.loss.pool_size) for k in range(1, config.num_stages + 1) for d in "ab"
         }
+        # Fine-tuning (scan.training.finetune): what keeps its weights, and the discriminators' augmentation.
+        self.frozen_parts = list(freeze or [])
+        self._frozen_modules = frozen_modules(self.model, self.frozen_parts)  # a list: not registered as children
+        self._frozen = {id(p) for m in self._frozen_modules for p in m.parameters()}
+        check_phases_trainable([p.stage for p in phases], self.model, self._frozen)
+        self.augment = DiffAugment(diff_augment) if diff_augment else None
+        if init_from:
+            load_initial_weights(self.model, init_from)
         if channels_last:
             # Module.to takes memory_format at run time; torch's type stubs leave it out.
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -276,7 +303,12 @@ class SCANModule(pl.LightningModule):
         return specs
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        specs = self.optimizer_specs()
+        # Frozen parameters (``freeze``) are in no optimiser: no step and no moments, whatever the phase
+        # (and so _set_up_epoch never gives them requires_grad). Their groups stay, maybe empty: the
+        # learning-rate rule and the logs find groups by position.
+        specs = [dataclasses.replace(spec, param_groups=[
+            {**group, "params": [p for p in group["params"] if id(p) not in self._frozen]}
+            for group in spec.param_groups]) for spec in self.optimizer_specs()]
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"optimizer_specs: every (phase, role) needs its own optimiser, got {names}")
@@ -372,6 +404,9 @@ class SCANModule(pl.LightningModule):
                 direction.stages[k].train(not frozen)
                 if k > 0:
                     direction.fusions[k - 1].train(not frozen)
+        # So do the parts `freeze` names (a frozen discriminator's spectral norm stops its power iteration).
+        for module in self._frozen_modules:
+            module.eval()
 
     # ----------------------------------------------------------------------------------- training
     def _step_unless_nonfinite(self, optimizers: list[Any], what: str) -> None:
@@ -471,7 +506,10 @@ class SCANModule(pl.LightningModule):
             for group in opt.param_groups:
                 for p in group["params"]:
                     p.requires_grad_(True)
-        steps = {stage: self.model.generator_step(*reals[stage], stage) for stage, _ in judged}
+        # DiffAugment, where asked for: both steps judge augmented images (passed only then, so that a
+        # generator_step replaced by a subclass needs no augment argument).
+        augment: dict[str, Any] = {} if self.augment is None else {"augment": self.augment}
+        steps = {stage: self.model.generator_step(*reals[stage], stage, **augment) for stage, _ in judged}
         g_loss = _weighted_sum([(weight, steps[stage].loss) for stage, weight in judged])
         self.manual_backward(g_loss)
         self._step_unless_nonfinite([opt_g, *with_generator], "generator")
@@ -487,11 +525,12 @@ class SCANModule(pl.LightningModule):
             fake_a = self.pools[f"stage{stage}_a"].query(steps[stage].fake_a)
             fake_b = self.pools[f"stage{stage}_b"].query(steps[stage].fake_b)
             d_losses[stage], d_terms[stage] = self.model.discriminator_step(
-                real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, stage=stage
+                real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, stage=stage, **augment
             )
         d_loss = _weighted_sum([(weight, d_losses[stage]) for stage, weight in judged])
-        self.manual_backward(d_loss)
-        self._step_unless_nonfinite([opt_d], "discriminator")
+        if d_loss.requires_grad:  # frozen discriminators (`freeze`) learn nothing: no backward pass
+            self.manual_backward(d_loss)
+            self._step_unless_nonfinite([opt_d], "discriminator")
         opt_d.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_d)
 
