@@ -178,13 +178,26 @@ def test_a_torchscript_extractor_with_the_inception_call_gets_return_features(tm
 
 
 def _scan_eval(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m scan.evaluation`` as a user runs it (a process of its own)."""
     return subprocess.run([sys.executable, "-m", "scan.evaluation", "--quiet", *map(str, args)], capture_output=True,
                           text=True, timeout=300, cwd=cwd)
 
 
+def _scan_eval_here(capsys, *args) -> subprocess.CompletedProcess:
+    """The same, in this process (no start-up of its own): its exit status and what it printed."""
+    from scan.evaluation.cli import main
+
+    try:
+        code = main(["--quiet", *map(str, args)])
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 @pytest.mark.slow
-def test_scan_eval_offline_reports_psnr_ssim_and_says_why_kid_fid_are_missing(data, model_file, tmp_path):
-    result = _scan_eval("--checkpoint", model_file, "--data", data, "--out", tmp_path / "r.json")
+def test_scan_eval_offline_reports_psnr_ssim_and_says_why_kid_fid_are_missing(data, model_file, tmp_path, capsys):
+    result = _scan_eval_here(capsys, "--checkpoint", model_file, "--data", data, "--out", tmp_path / "r.json")
     assert result.returncode == 0, result.stderr
     [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert "inception-2015-12-05.pt" in warning and "--inception-weights PATH" in warning
@@ -192,9 +205,9 @@ def test_scan_eval_offline_reports_psnr_ssim_and_says_why_kid_fid_are_missing(da
     rows = json.loads((tmp_path / "r.json").read_text())["models"]["tiny.pt"]["a2b"]["rows"]
     assert set(rows["stage2"]) == {"psnr", "ssim", "detail"}
     # Asked for by name, KID/FID missing is a failure (exit 1) after the rest is reported; KID alone: nothing to do.
-    explicit = _scan_eval("--checkpoint", model_file, "--data", data, "--metrics", "psnr", "kid")
+    explicit = _scan_eval_here(capsys, "--checkpoint", model_file, "--data", data, "--metrics", "psnr", "kid")
     assert explicit.returncode == 1 and "| tiny.pt | stage1 |" in explicit.stdout
-    alone = _scan_eval("--checkpoint", model_file, "--data", data, "--metrics", "kid")
+    alone = _scan_eval_here(capsys, "--checkpoint", model_file, "--data", data, "--metrics", "kid")
     assert alone.returncode == 2 and alone.stderr.strip().count("\n") == 0 and "--inception-weights" in alone.stderr
 
 
@@ -221,9 +234,8 @@ def test_scan_eval_with_a_stand_in_extractor_compares_two_models_end_to_end(data
     assert again.returncode == 2 and "exists" in again.stderr and json.loads(out.read_text()) == report
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no data", "no model", "model as output", "twice", "bad metric", "corrupt image"])
-def test_scan_eval_bad_input_is_one_line(case, data, model_file, tmp_path):
+def test_scan_eval_bad_input_is_one_line(case, data, model_file, tmp_path, capsys):
     args = ["--checkpoint", model_file, "--data", data, "--metrics", "psnr"]
     if case == "no data":
         args[3] = tmp_path / "nowhere"
@@ -240,7 +252,7 @@ def test_scan_eval_bad_input_is_one_line(case, data, model_file, tmp_path):
         build_demo_set(copy, train=2, test=3, size=72)
         (copy / "testA" / "0001.png").write_bytes(Image.open(copy / "testA" / "0001.png").tobytes()[:50])
         args[3] = copy
-    result = _scan_eval(*args)
+    result = _scan_eval_here(capsys, *args)
     if case == "corrupt image":  # reported, left out, the others scored
         assert result.returncode == 0, result.stderr
         assert "0001.png" in result.stderr and "2 image(s)" in result.stdout
