@@ -192,11 +192,17 @@ def _check_benchmark(words: list[str]) -> None:
     out = Path(script.stem).resolve()
     if script.stem == "quality":  # a folder of results, and its demo set
         outputs = ["--out", str(out), "--data", str(out / "data")]
+    elif script.stem == "few_shot":  # a folder of results (its data sets and the cached base model too)
+        outputs = ["--out", str(out)]
     else:
         outputs = ["--out", f"{out}.json"]
     result = subprocess.run([sys.executable, str(script), *words[2:], "--quick", *outputs], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    if script.stem == "few_shot":  # tested in detail by tests/test_finetune.py
+        (report_path,) = out.glob("few-shot-*.json")
+        assert json.loads(report_path.read_text())["runs"]
+        return
     if script.stem == "quality":
         mapping = words[words.index("--mapping") + 1] if "--mapping" in words else "cartoon"
         (report_path,) = out.glob(f"quality-{mapping}-*.json")
