@@ -208,9 +208,12 @@ def _check_benchmark(words: list[str]) -> None:
         (report_path,) = out.glob(f"quality-{mapping}-*.json")
         report = json.loads(report_path.read_text())
         assert report["meta"]["mapping"] == mapping
-        assert set(report["results"]) == {"cyclegan", "cyclegan+skip", "scan", "scan+joint", "scan-fixed"}
+        variants = (words[words.index("--variants") + 1:] if "--variants" in words
+                    else ["cyclegan", "cyclegan+skip", "scan", "scan+joint", "scan-fixed"])
+        assert set(report["results"]) == set(variants)
         (joint_run,) = report["results"]["scan+joint"]
         assert [p["phase"] for p in joint_run["trace"]][::len(joint_run["trace"]) - 1] == ["1", "joint"]
+        assert {"untranslated photo", "oracle: answer through 32 px"} <= set(report["references"])
         (scan_run,) = report["results"]["scan"]
         assert {p["stage"] for p in scan_run["trace"]} == {1, 2}
         assert all(p["psnr"] > 0 and -1 <= p["ssim"] <= 1 for p in scan_run["trace"])
@@ -218,7 +221,7 @@ def _check_benchmark(words: list[str]) -> None:
         assert len(final["stage_psnr"]) == 2 and final["stage_psnr"][-1] == final["psnr"]
         assert scan_run["gflops"] > 0 and scan_run["latency_ms"] > 0
         table = report_path.with_suffix(".md").read_text()
-        assert "| untranslated photo |" in table and "| scan | 2 |" in table and "| cyclegan | 1 |" in table
+        assert "| untranslated photo |" in table and "| scan | 2 |" in table and "| oracle: answer through" in table
         assert report_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         return
     rows = json.loads(Path(f"{out}.json").read_text())["rows"]
