@@ -41,13 +41,10 @@ import dataclasses
 import json
 import logging
 import math
-import multiprocessing
 import platform
 import shutil
 import statistics
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +63,7 @@ from quality import (
     _mean_spread,
     _trainer,
     references,
+    run_tasks,
     seconds_per_step,
     variants,
 )
@@ -379,18 +377,11 @@ def main() -> None:
     if REFERENCE in args.rows:
         tasks += [(REFERENCE, args.reference, seed) for seed in args.seeds]
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {(row, n): [] for row, n, _ in tasks}
-    spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch thread pools
-    with ProcessPoolExecutor(args.jobs, mp_context=spawn) if args.jobs > 1 else nullcontext() as pool:
-        if pool is None:
-            finished = (_run(*task, args, str(pretrained)) for task in tasks)
-        else:
-            futures = [pool.submit(_run, *task, args, str(pretrained)) for task in tasks]
-            finished = (f.result() for f in as_completed(futures))
-        for run in finished:
-            groups[run["row"], run["n"]].append(run)
-            f = run["final"]
-            print(f"N={run['n']:<4d} {run['row']:34s} seed {run['seed']}: PSNR {f['psnr']:.2f} dB, variety "
-                  f"{f['variety']:.2f} after {f['trained_s']:.0f} s ({f['steps']} steps)", flush=True)
+    for run in run_tasks(_run, [(*task, args, str(pretrained)) for task in tasks], args.jobs):
+        groups[run["row"], run["n"]].append(run)
+        f = run["final"]
+        print(f"N={run['n']:<4d} {run['row']:34s} seed {run['seed']}: PSNR {f['psnr']:.2f} dB, variety "
+              f"{f['variety']:.2f} after {f['trained_s']:.0f} s ({f['steps']} steps)", flush=True)
     for runs in groups.values():
         runs.sort(key=lambda r: r["seed"])
 

@@ -46,12 +46,12 @@ import re
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -71,6 +71,7 @@ RESULTS = Path(__file__).parent / "results"
 # the resize-and-crop augmentation (only flips), so no resampling blurs the answer a network must learn.
 EXACT_MAPPINGS = ("lineart", "reshape-lineart")
 Clock = Callable[[], float]
+T = TypeVar("T")
 CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -323,6 +324,17 @@ def train_with_budget(
     }
 
 
+def run_tasks(work: Callable[..., T], tasks: list[tuple[Any, ...]], jobs: int) -> Iterator[T]:
+    """``work(*task)`` for every task, in this process or in ``jobs`` worker processes (spawned fresh:
+    no forked torch thread pools), yielding each result as it finishes."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=spawn) if jobs > 1 else nullcontext() as pool:
+        if pool is None:
+            yield from (work(*task) for task in tasks)
+        else:
+            yield from (f.result() for f in as_completed([pool.submit(work, *task) for task in tasks]))
+
+
 def _run(spec: str, seed: int, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """One training run, in this process or a worker (which sets its own thread count)."""
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # one line per run is enough
@@ -477,18 +489,11 @@ def main() -> None:
     refs = references(photos, targets, args.size)
 
     results: dict[str, list[dict[str, Any]]] = {spec: [] for spec in chosen}
-    tasks = [(spec, seed) for spec in chosen for seed in args.seeds]
-    spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch thread pools
-    with ProcessPoolExecutor(args.jobs, mp_context=spawn) if args.jobs > 1 else nullcontext() as pool:
-        if pool is None:
-            finished = (_run(spec, seed, args) for spec, seed in tasks)
-        else:
-            finished = (f.result() for f in as_completed(pool.submit(_run, spec, seed, args) for spec, seed in tasks))
-        for spec, run in finished:
-            results[spec].append(run)
-            f = run["final"]
-            print(f"{spec:14s} seed {run['seed']}: PSNR {f['psnr']:.2f} dB, SSIM {f['ssim']:.3f} after "
-                  f"{f['trained_s']:.0f} s ({f['steps']} steps)", flush=True)
+    for spec, run in run_tasks(_run, [(spec, seed, args) for spec in chosen for seed in args.seeds], args.jobs):
+        results[spec].append(run)
+        f = run["final"]
+        print(f"{spec:14s} seed {run['seed']}: PSNR {f['psnr']:.2f} dB, SSIM {f['ssim']:.3f} after "
+              f"{f['trained_s']:.0f} s ({f['steps']} steps)", flush=True)
     for runs in results.values():
         runs.sort(key=lambda r: r["seed"])
 
