@@ -29,7 +29,7 @@ from skimage import data
 import scan
 from scan.align import DlibBackend, ffhq_quad, paste_back, quad_to_matrix, rounded_square_mask, warp_to_crops
 from scan.export import export_model
-from scan.imageops import model_to_pil, pil_to_model
+from scan.imageio import model_to_pil, pil_to_model
 
 warnings.filterwarnings("ignore")
 

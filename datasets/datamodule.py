@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from scan.datasets.augment import BatchAugment, load_size_for
-from scan.datasets.images import NoImagesError
 from scan.datasets.unpaired import UnpairedImageDataset, resolve_folders
 from scan.evaluation.evaluator import EvalFolders
+from scan.imageio import NoImagesError
 
 __all__ = ["UnpairedDataModule"]
 

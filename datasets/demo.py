@@ -279,7 +279,7 @@ def build_demo_set(
 def _save_preview(photos: Tensor, mapping: str, path: Path) -> None:
     """A picture of the mapping, one row per held-out photo: the photo, the photo with a grid, (for
     ``reshape`` and ``reshape-lineart``: that grid after the change of shape,) and the true answer."""
-    from scan.imageops import make_grid
+    from scan.strips import make_grid
 
     step = max(4, photos.shape[-1] // 8)
     gridded = photos.clone()
@@ -306,7 +306,7 @@ def load_heldout(root: str | Path, size: int) -> tuple[Tensor, Tensor]:
         - Output: :math:`(N, 3, size, size)` each.
     """
     from scan.datasets.unpaired import FixedPairsDataset
-    from scan.imageops import uint8_to_model
+    from scan.imageio import uint8_to_model
 
     root = Path(root)
     pairs = FixedPairsDataset(root / "testA", root / "testB", size, count=10**9)  # all of them

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from scan.datasets.images import NoImagesError, check_image, find_images, load_image, report_bad_files
+from scan.datasets.images import check_image, report_bad_files
 from scan.errors import InputError
-from scan.imageops import pil_to_uint8
+from scan.imageio import NoImagesError, find_images, load_image, pil_to_uint8
 
 __all__ = ["resolve_folders", "usable_images", "UnpairedImageDataset", "FixedPairsDataset", "HeldOutImages"]
 

@@ -18,7 +18,7 @@ def main() -> int:
     from skimage import data
 
     import scan
-    from scan.imageops import pil_to_model
+    from scan.imageio import pil_to_model
 
     print(f"scan {scan.__version__}: presets {', '.join(scan.list_models())}")
     model = scan.create_model("tiny").eval()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-__all__ = ["check_shape", "check_divisible"]
+__all__ = ["check_shape", "check_divisible", "check_positive_int"]
 
 
 def check_shape(x: Tensor, shape: Sequence[int | str], name: str) -> None:
@@ -33,3 +33,13 @@ def check_divisible(x: Tensor, multiple: int, name: str) -> None:
     """
     if x.shape[-1] % multiple or x.shape[-2] % multiple:
         raise ValueError(f"{name} needs H and W divisible by {multiple}, got {tuple(x.shape[-2:])}")
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Check that ``value`` is a whole number >= 1 (not a bool, not a float).
+
+    Raises:
+        ValueError: ``batch_size must be a whole number >= 1, got 2.5``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")

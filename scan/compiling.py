@@ -10,16 +10,18 @@ line.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from scan.errors import UserError, one_line
+from scan.generator import StackOutput
 
 __all__ = ["CompileError", "COMPILE_BACKEND_ENV", "COMPILE_MODES", "compile_backend", "compile_modules",
-           "compile_errors", "check_compile_available"]
+           "compile_errors", "check_compile_available", "run_padded"]
 
 # torch.compile's backend; tests set "aot_eager" (the same graph capture, no code generation, seconds
 # instead of minutes on a CPU).
@@ -91,3 +93,30 @@ def check_compile_available(device: torch.device | str, hint: str) -> None:
     with compile_errors(hint):
         probe = torch.compile(lambda x: torch.relu(x) * 2.0, backend=compile_backend(), dynamic=False)
         probe(torch.ones(8, device=device))
+
+
+def run_padded(network: Callable[[Tensor], StackOutput], images: Tensor, batch_sizes: list[int]) -> StackOutput:
+    """``network`` on ``images`` in batches of the sizes it was compiled for, so that no new batch size
+    recompiles it: chunks of the largest of ``batch_sizes``, each padded with zeros to the smallest
+    size that holds it, the padding's outputs dropped.
+
+    Args:
+        network: a compiled stack; it must treat each image on its own (instance norm, eval-mode
+            batch norm), so that the padding changes nothing in the real images' outputs.
+        images: the batch, :math:`(B, C, H, W)`.
+        batch_sizes: the compiled batch sizes, ascending.
+
+    Returns:
+        The network's output for ``images``.
+    """
+    largest = batch_sizes[-1]
+    chunks = []
+    for start in range(0, len(images), largest):
+        chunk = images[start:start + largest]
+        padded_size = next(size for size in batch_sizes if size >= len(chunk))
+        padding = chunk.new_zeros(padded_size - len(chunk), *chunk.shape[1:])
+        # Always a new tensor, made under inference mode: the compiled code is specialised on that
+        # too (a tensor from outside inference mode would recompile it).
+        out = network(torch.cat([chunk, padding]))
+        chunks.append(out.map(operator.itemgetter(slice(len(chunk)))))
+    return chunks[0] if len(chunks) == 1 else StackOutput.cat(chunks)

@@ -11,10 +11,15 @@ A new part plugs in from anywhere, without editing scan (timm's ``register_model
 A config then names it (``GeneratorConfig(kind="unet")``), and ``scan.load_model`` rebuilds a saved
 model with it once the module that registers it has been imported. Each stage generator follows
 :class:`StageGenerator` and each fusion block :class:`FusionBlock`.
+
+The built-in kinds (``scan.stages``, ``scan.fusion``, ``scan.losses``) register themselves when their
+modules are imported, which the lookups below do on first use: a config names kinds without
+importing any network.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
@@ -101,6 +106,19 @@ _GAN_LOSSES: dict[str, GanLossFn] = {}
 
 _IMPORT_HINT = "import the module that registers it before building or loading the model"
 
+# The modules that register the built-in kinds, imported by the first lookup (they import this module
+# to register, so it cannot import them at its top).
+_BUILT_IN_MODULES = ("scan.stages", "scan.fusion", "scan.losses")
+_built_ins_loaded = False
+
+
+def _load_built_ins() -> None:
+    global _built_ins_loaded
+    if not _built_ins_loaded:
+        _built_ins_loaded = True
+        for module in _BUILT_IN_MODULES:
+            importlib.import_module(module)
+
 
 def register_stage(name: str, stage: StageRole) -> Callable[[Fn], Fn]:
     """Register a stage generator builder ``(config: GeneratorConfig, channels) -> module``.
@@ -148,16 +166,19 @@ def register_gan_loss(name: str) -> Callable[[Fn], Fn]:
 
 def stage_kinds(stage: StageRole | None = None) -> list[str]:
     """Registered stage kinds; only those that can take ``stage`` (``first`` / ``refine``) if given."""
+    _load_built_ins()
     return sorted(name for name, kind in _STAGES.items() if stage is None or stage in kind.builders)
 
 
 def fusion_kinds() -> list[str]:
     """Registered fusion block kinds."""
+    _load_built_ins()
     return sorted(_FUSIONS)
 
 
 def gan_losses() -> list[str]:
     """Registered GAN loss modes."""
+    _load_built_ins()
     return sorted(_GAN_LOSSES)
 
 
@@ -168,6 +189,7 @@ def build_stage(config: GeneratorConfig, channels: int, stage: StageRole) -> nn.
         UnknownComponentError: no such kind, or the kind cannot take ``stage``; the message lists
             the kinds that can.
     """
+    _load_built_ins()
     kind = _STAGES.get(config.kind)
     if kind is None:
         raise UnknownComponentError(
@@ -188,6 +210,7 @@ def build_fusion(config: FusionConfig, channels: int) -> nn.Module:
     Raises:
         UnknownComponentError: no such kind; the message lists the registered ones.
     """
+    _load_built_ins()
     builder = _FUSIONS.get(config.kind)
     if builder is None:
         raise UnknownComponentError(
@@ -202,6 +225,7 @@ def get_gan_loss(mode: str) -> GanLossFn:
     Raises:
         UnknownComponentError: no such mode; the message lists the registered ones.
     """
+    _load_built_ins()
     fn = _GAN_LOSSES.get(mode)
     if fn is None:
         raise UnknownComponentError(f"unknown gan_mode {mode!r}; registered: {', '.join(gan_losses())}")

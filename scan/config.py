@@ -7,11 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-# The built-in stage generators, fusion blocks and GAN losses register themselves on import: a config
-# names them, so they must be registered before any config is checked.
-import scan.fusion  # noqa: F401
-import scan.losses  # noqa: F401
-import scan.stages  # noqa: F401
+# A config names registered kinds; the registry imports the built-in ones on its first lookup.
 from scan import components
 
 __all__ = [

@@ -95,8 +95,8 @@ def heldout_sheet(model: SCAN, root: Path, rows: int = 8) -> tuple[Image.Image, 
     """
     from scan.datasets.demo import load_heldout
     from scan.evaluation import EvalFolders, Evaluator
-    from scan.imageops import heatmap, labelled_strip
     from scan.metrics import score
+    from scan.strips import heatmap, labelled_strip
 
     report = Evaluator(metrics=("psnr", "ssim")).evaluate(model, EvalFolders.from_root(root, "a2b"))
     # scores.json's names: the untranslated photo, then every stage

@@ -1,21 +1,24 @@
 """One error policy for every command: what a user can fix is one line on stderr and exit status 2.
 
 Every error a user can cause (a bad file, option, path or device) derives from :class:`UserError`.
-The commands run their body through :func:`run_command`, which turns a :class:`UserError` into
-``error: <one line>`` and exit status 2, and anything else (a bug) into one line that asks for a
-``--debug`` rerun and exit status 1. ``--debug`` shows the traceback instead.
+The commands run their body under :func:`command_errors` (or through :func:`run_command`), which turns
+a :class:`UserError` into ``error: <one line>`` and exit status 2, and anything else (a bug) into one
+line that asks for a ``--debug`` rerun and exit status 1. ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 __all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
-           "add_debug_flag", "each_carrying_on", "report_failures", "positive_int", "int_range", "image_side"]
+           "command_errors", "CommandStatus", "add_debug_flag", "each_carrying_on", "report_failures", "positive_int",
+           "int_range", "image_side"]
 
 T = TypeVar("T")
 
@@ -56,38 +59,68 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (for bug reports)")
 
 
-def run_command(body: Callable[[], int], debug: bool = False,
-                user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Run a command's body under the error policy.
+@dataclass
+class CommandStatus:
+    """A command's exit status: its body sets ``code``; :func:`command_errors` sets it on an error."""
+
+    code: int = 0
+
+
+@contextlib.contextmanager
+def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], ...] = ()) -> Iterator[CommandStatus]:
+    """Run a command's body (the ``with`` block) under the error policy.
 
     Args:
-        body: the command; returns its exit status.
         debug: re-raise instead (the traceback is shown).
         user_errors: further exception types to treat as the user's (e.g. ``ValueError`` where the
             body only validates a config the user wrote).
 
-    Returns:
-        ``body``'s status; 2 for a :class:`UserError`; 1 for any other exception; 130 on Ctrl-C.
+    Yields:
+        The command's status: the body sets its ``code``; an error sets 2 for a :class:`UserError`,
+        1 for any other exception, 130 on Ctrl-C.
+
+    Example:
+        >>> with command_errors(args.debug) as status:
+        ...     status.code = run(args)
+        >>> return status.code
     """
+    status = CommandStatus()
     caught: tuple[type[BaseException], ...] = (UserError, *user_errors)
     try:
-        return body()
+        yield status
     except caught as e:
         if debug:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        status.code = EXIT_USER_ERROR
     except KeyboardInterrupt:
         if debug:
             raise
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        status.code = EXIT_INTERRUPTED
     except Exception as e:
         if debug:
             raise
         print(f"error: unexpected {type(e).__name__}: {one_line(e)} (a bug: rerun with --debug and report the "
               "traceback)", file=sys.stderr)
-        return EXIT_FAILED
+        status.code = EXIT_FAILED
+
+
+def run_command(body: Callable[[], int], debug: bool = False,
+                user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a command's body under the error policy (see :func:`command_errors`).
+
+    Args:
+        body: the command; returns its exit status.
+        debug: re-raise instead (the traceback is shown).
+        user_errors: further exception types to treat as the user's.
+
+    Returns:
+        ``body``'s status; 2 for a :class:`UserError`; 1 for any other exception; 130 on Ctrl-C.
+    """
+    with command_errors(debug, user_errors) as status:
+        status.code = body()
+    return status.code
 
 
 def each_carrying_on(items: Iterable[T], work: Callable[[T], object], name: Callable[[T], object],

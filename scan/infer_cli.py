@@ -5,8 +5,10 @@
     python infer.py --checkpoint model.pt --input clip.mp4 --output clip_anime.mp4 --save-stages strips/
     python infer.py --checkpoint model.pt --input photos/ --output out/ --device cuda --batch-size 32 --compile
 
-A folder's photos go through :meth:`scan.translator.Translator.portraits`: worker threads decode and
-align them while the network translates batches of faces; its videos are translated one by one.
+One :class:`scan.portrait.PortraitOptions` is made of the options and goes to every step. A folder's
+photos go through :meth:`scan.translator.Translator.portraits`: worker threads decode and align them
+while the network translates batches of faces; its videos are translated one by one
+(:mod:`scan.video_cli`).
 """
 
 from __future__ import annotations
@@ -21,30 +23,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from torch import Tensor
 from tqdm import tqdm
 
-from scan.align import MASKS, MAX_DETECT_SIDE, NoFaceError
-from scan.align.crop import TEMPLATES
-from scan.align.landmarks import BACKENDS, FACE_MODES
-from scan.datasets.images import IMAGE_EXTENSIONS, find_images, load_image
+from scan.align.landmarks import BACKENDS, FACE_MODES, MAX_DETECT_SIDE, NoFaceError
+from scan.align.paste import blend_kinds
 from scan.errors import (
     InputError,
     add_debug_flag,
+    command_errors,
     each_carrying_on,
     int_range,
     one_line,
     positive_int,
     report_failures,
-    run_command,
 )
-from scan.imageops import heatmap, labelled_strip
+from scan.imageio import IMAGE_EXTENSIONS, find_images, load_image
 from scan.model import DIRECTIONS
 from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
-from scan.translator import PortraitResult, Translator
-from scan.video import VIDEO_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, is_video, probe_video
+from scan.portrait import CROP_TEMPLATES, PortraitOptions, PortraitResult
+from scan.strips import stage_strip
+from scan.translator import Translator
+from scan.video_cli import translate_video
+from scan.videoio import VIDEO_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, probe_video
 
-__all__ = ["main", "build_parser", "stage_strip"]
+__all__ = ["main", "build_parser", "portrait_options"]
 
 # Decoding and aligning threads: a few keep a GPU fed; more than the cores only add contention.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -58,6 +60,15 @@ class Job:
     target: Path
     strip: Path | None
 
+    @property
+    def is_video(self) -> bool:
+        return _is_video(self.source)
+
+
+def _is_video(path: Path) -> bool:
+    """Whether ``path`` is a clip: by its extension, as the folder search picks the files."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infer.py", description="Translate portraits with a trained scan model.")
@@ -67,16 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path,
                    help="output image or video (.mp4/.webm) for a single input, or a folder")
     p.add_argument("--direction", choices=DIRECTIONS, default="a2b")
-    p.add_argument("--align", choices=(*TEMPLATES, "none"), default="ffhq",
+    p.add_argument("--align", choices=CROP_TEMPLATES, default="ffhq",
                    help="crop template; 'none' for images that are already aligned crops")
     p.add_argument("--landmarks", choices=BACKENDS, default="auto")
     p.add_argument("--faces", choices=FACE_MODES, default="largest")
     p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
                    help="blend the translated face back into the photo (default) or write the crop")
-    p.add_argument("--mask", choices=MASKS, default="square", help="paste-back mask")
+    kinds = blend_kinds()  # read now: kinds registered by the caller's own modules are offered too
+    p.add_argument("--mask", choices=kinds, default="square",
+                   help="paste-back mask: a registered blend kind (scan.align.register_blend)")
     p.add_argument("--save-stages", type=Path, default=None, metavar="DIR",
                    help="write one PNG per input: aligned crop, every stage's output and alpha map")
-    video = p.add_argument_group("video (see scan/video.py)")
+    video = p.add_argument_group("video (see scan/video_cli.py)")
     video.add_argument("--detect-every", type=positive_int, default=10, metavar="N",
                        help="frames between face detections; landmarks are tracked in between")
     video.add_argument("--temporal-smoothing", type=_fraction, default=0.7, metavar="S",
@@ -116,23 +129,13 @@ def _fraction(text: str) -> float:
     return value
 
 
-def stage_rows(result: PortraitResult, label: str = "input crop") -> list[list[tuple[str, Tensor]]]:
-    """Per face: the aligned crop (labelled ``label``), each stage's output, each stage's alpha map."""
-    rows = []
-    for face in result.faces:
-        row = [(label, face.crop)]
-        row += [(f"stage {k}", out) for k, out in enumerate(face.stages, start=1)]
-        row += [(f"alpha {k}", heatmap(a)) for k, a in enumerate(face.alphas, start=1) if a is not None]
-        rows.append(row)
-    return rows
+def portrait_options(args: argparse.Namespace) -> PortraitOptions:
+    """The command's portrait options, checked once, for every photo, folder and clip of the run."""
+    return PortraitOptions(align=args.align, paste=args.paste_back, faces=args.faces, landmarks=args.landmarks,
+                           mask=args.mask)
 
 
-def stage_strip(result: PortraitResult) -> Image.Image:
-    """Per face: the aligned crop, each stage's output, each stage's alpha map, labelled."""
-    return labelled_strip(stage_rows(result))
-
-
-def _load_photo(source: Path, args: argparse.Namespace) -> Image.Image:
+def _load_photo(source: Path, options: PortraitOptions) -> Image.Image:
     """Decode one input photo (in a worker thread, for a folder), with a note where it is too large to
     search for faces at full size.
 
@@ -143,7 +146,7 @@ def _load_photo(source: Path, args: argparse.Namespace) -> Image.Image:
         photo = load_image(source)
     except Exception as e:  # PIL raises many types for a bad file
         raise InputError(f"{source}: not a readable image ({type(e).__name__}: {one_line(e)})") from None
-    if args.align != "none" and max(photo.size) > MAX_DETECT_SIDE:
+    if options.align != "none" and max(photo.size) > MAX_DETECT_SIDE:
         tqdm.write(f"note: {source} is {photo.width}x{photo.height}; faces are searched on a copy "
                    f"{MAX_DETECT_SIDE} px long and cut from the full photo", file=sys.stderr)
     return photo
@@ -159,40 +162,30 @@ def _write_outputs(job: Job, result: PortraitResult) -> None:
         save_image(stage_strip(result), job.strip)
 
 
-def _translate_one(translator: Translator, args: argparse.Namespace, job: Job) -> None:
-    if is_video(job.source):
-        from scan.video_cli import translate_video
-
-        translate_video(translator, args, job.source, job.target, job.strip)
+def _translate_one(translator: Translator, options: PortraitOptions, args: argparse.Namespace, job: Job) -> None:
+    if job.is_video:
+        translate_video(translator, options, args, job.source, job.target, job.strip)
         return
-    photo = _load_photo(job.source, args)
-    if args.align == "none":
-        result = translator.aligned(photo)
-    else:
-        try:
-            result = translator.portrait(
-                photo, align=args.align, paste=args.paste_back, faces=args.faces, landmarks=args.landmarks,
-                mask=args.mask,
-            )
-        except NoFaceError:
-            raise _no_face(job.source) from None
+    photo = _load_photo(job.source, options)
+    try:
+        result = translator.portrait(photo, options)
+    except NoFaceError:
+        raise _no_face(job.source) from None
     _write_outputs(job, result)
 
 
-def _translate_folder(translator: Translator, args: argparse.Namespace, jobs: list[Job], batch_size: int) -> list[str]:
+def _translate_folder(translator: Translator, options: PortraitOptions, args: argparse.Namespace, jobs: list[Job],
+                      batch_size: int) -> list[str]:
     """Translate a folder's files, carrying on past the ones that fail: the photos in batches
     (:meth:`Translator.portraits`), then the videos one by one, under one progress bar.
 
     Returns:
         One line per failed file.
     """
-    photos = [job for job in jobs if not is_video(job.source)]
-    videos = [job for job in jobs if is_video(job.source)]
-    results = translator.portraits(
-        (functools.partial(_load_photo, job.source, args) for job in photos), batch_size=batch_size,
-        workers=args.workers, align=args.align, paste=args.paste_back, faces=args.faces, landmarks=args.landmarks,
-        mask=args.mask, return_exceptions=True,
-    )
+    photos = [job for job in jobs if not job.is_video]
+    videos = [job for job in jobs if job.is_video]
+    results = translator.portraits((functools.partial(_load_photo, job.source, options) for job in photos), options,
+                                   batch_size=batch_size, workers=args.workers, return_exceptions=True)
     done: Iterable[tuple[Job, PortraitResult | Exception | None]] = itertools.chain(
         zip(photos, results), ((job, None) for job in videos)
     )
@@ -200,7 +193,7 @@ def _translate_folder(translator: Translator, args: argparse.Namespace, jobs: li
     def finish(item: tuple[Job, PortraitResult | Exception | None]) -> None:
         job, result = item
         if result is None:  # a video
-            _translate_one(translator, args, job)
+            _translate_one(translator, options, args, job)
         elif isinstance(result, NoFaceError):
             raise _no_face(job.source) from None
         elif isinstance(result, Exception):
@@ -212,11 +205,11 @@ def _translate_folder(translator: Translator, args: argparse.Namespace, jobs: li
                             lambda item: item[0].source, args.debug)
 
 
-def _batch_size(args: argparse.Namespace, jobs: list[Job]) -> int:
+def _batch_size(args: argparse.Namespace, options: PortraitOptions, jobs: list[Job]) -> int:
     """``--batch-size``, but no more than the faces a run has where each photo gives one: compiled
     networks pad every batch to the batch size they were compiled for."""
-    if args.faces == "largest" or args.align == "none":
-        return max(1, min(args.batch_size, sum(not is_video(job.source) for job in jobs)))
+    if options.faces == "largest" or options.align == "none":
+        return max(1, min(args.batch_size, sum(not job.is_video for job in jobs)))
     return args.batch_size
 
 
@@ -231,9 +224,9 @@ def _plan(args: argparse.Namespace) -> list[Job]:
         files = find_images(source, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, what="image files or videos")
         check_output_folder(output, source)
         stems = output_stems(files, source)
-        jobs = [Job(f, output / f"{stems[f]}{'.mp4' if is_video(f) else '.png'}",
+        jobs = [Job(f, output / f"{stems[f]}{'.mp4' if _is_video(f) else '.png'}",
                     args.save_stages / f"{stems[f]}_stages.png" if args.save_stages else None) for f in files]
-    elif is_video(source):
+    elif _is_video(source):
         target = output / f"{source.stem}.mp4" if output.is_dir() else output
         if target.suffix.lower() not in VIDEO_OUTPUT_EXTENSIONS:
             raise InputError(f"--output {target}: a video is written as {' or '.join(VIDEO_OUTPUT_EXTENSIONS)}")
@@ -256,23 +249,24 @@ def _plan(args: argparse.Namespace) -> list[Job]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    options = portrait_options(args)
     jobs = _plan(args)
     translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
-    if args.align != "none":
-        translator.landmark_backend(args.landmarks)  # fail now, not once per photo
-    batch_size = _batch_size(args, jobs)
+    if options.align != "none":
+        translator.landmark_backend(options.landmarks)  # fail now, not once per photo
+    batch_size = _batch_size(args, options, jobs)
     if args.compile:
         # Compiled once, here, before the first image: for the photos' batches, and for the single
         # faces of a clip's frames.
         print(f"compiling the networks for batches of {batch_size} (once, before the first image)", flush=True)
         translator.compile(batch_size)
-        if any(is_video(job.source) for job in jobs):
+        if any(job.is_video for job in jobs):
             translator.warm_up(1)
     if len(jobs) == 1:
-        _translate_one(translator, args, jobs[0])
+        _translate_one(translator, options, args, jobs[0])
         print(f"wrote {jobs[0].target}")
         return 0
-    failures = _translate_folder(translator, args, jobs, batch_size)
+    failures = _translate_folder(translator, options, args, jobs, batch_size)
     written = len(jobs) - len(failures)
     print(f"wrote {written} file(s) to {args.output}")
     if failures:
@@ -283,4 +277,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: _run(args), args.debug)
+    with command_errors(args.debug) as status:
+        status.code = _run(args)
+    return status.code

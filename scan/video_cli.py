@@ -6,53 +6,51 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 from tqdm import tqdm
 
 from scan.errors import InputError
-from scan.imageops import labelled_strip
-from scan.infer_cli import stage_rows
 from scan.outputs import atomic_write, save_image
+from scan.portrait import PortraitOptions
+from scan.strips import labelled_strip, sheet_frames, stage_rows
 from scan.translator import Translator
-from scan.video import probe_video, transcode
+from scan.videoio import probe_video, transcode
 
-__all__ = ["translate_video", "sheet_frames"]
-
-SHEET_FRAMES = 4
+__all__ = ["translate_video"]
 
 
-def sheet_frames(count: int, picks: int = SHEET_FRAMES, fps: float = 25.0) -> set[int]:
-    """The frames a contact sheet shows: ``picks`` spread evenly over ``count`` frames (when the
-    count is unknown, 0: one a second from the start)."""
-    if count <= 0:
-        return {round(k * fps) for k in range(picks)}
-    return {int(i) for i in np.linspace(0, count - 1, min(picks, count)).round()}
-
-
-def translate_video(translator: Translator, args: argparse.Namespace, source: Path, target: Path,
-                    sheet: Path | None) -> None:
+def translate_video(translator: Translator, options: PortraitOptions, args: argparse.Namespace, source: Path,
+                    target: Path, sheet: Path | None) -> None:
     """Translate one clip into ``target`` (written atomically: nothing is left of a failed run), and
     a contact sheet of a few frames into ``sheet``.
+
+    Args:
+        translator: the model's translator.
+        options: the run's portrait options (the video is always aligned and pasted back).
+        args: the command's video settings (``detect_every``, ``temporal_smoothing``, ``allow_no_face``).
+        source, target: the clip and its translation.
+        sheet: where the contact sheet goes, or ``None``.
 
     Raises:
         InputError: options that do not apply to a video; an unreadable clip, no frames, or no face in
             any frame (unless ``args.allow_no_face``).
     """
-    if args.align == "none":
+    if options.align == "none":
         raise InputError(f"{source}: --align none is for aligned images; a video's faces are aligned per frame")
-    if not args.paste_back:
+    if not options.paste:
         raise InputError(f"{source}: --no-paste-back is for images; a video's faces are always pasted back")
     info = probe_video(source)
     picks = sheet_frames(info.frames, fps=float(info.fps))
-    rows: list = []
+    rows: list[list[tuple[str, Tensor]]] = []
     frames_with_face = 0
 
-    def process(frames):
+    def process(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         nonlocal frames_with_face
-        results = translator.video(frames, align=args.align, faces=args.faces, landmarks=args.landmarks,
-                                   mask=args.mask, fps=float(info.fps), detect_every=args.detect_every,
+        results = translator.video(frames, options, fps=float(info.fps), detect_every=args.detect_every,
                                    temporal=args.temporal_smoothing)
         count = 0
         for index, result in enumerate(results):
@@ -71,4 +69,3 @@ def translate_video(translator: Translator, args: argparse.Namespace, source: Pa
         atomic_write(target, lambda tmp: transcode(source, tmp, process, on_frame=bar.update))
     if sheet is not None and rows:
         save_image(labelled_strip(rows), sheet)
-

@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from scan.align import MASKS, NoFaceError
-from scan.align.crop import TEMPLATES
-from scan.align.landmarks import BACKENDS, FACE_MODES
+from scan.align.landmarks import BACKENDS, FACE_MODES, NoFaceError
+from scan.align.paste import blend_kinds
 from scan.checkpoint import load_model
-from scan.datasets.images import load_image
-from scan.errors import InputError, UserError, add_debug_flag, one_line, positive_int, run_command
-from scan.infer_cli import stage_strip
+from scan.errors import InputError, UserError, add_debug_flag, command_errors, one_line, positive_int
+from scan.imageio import load_image
 from scan.model import DIRECTIONS
 from scan.outputs import save_image
+from scan.portrait import CROP_TEMPLATES, PortraitOptions
+from scan.strips import stage_strip
 from scan.translator import Translator
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 24_000_000  # a 24 MP photo; the pipeline itself copes with more, a shared server need not
 MAX_UPLOAD = "50mb"  # Gradio refuses bigger uploads before they reach the disk
-CROP_CHOICES = (*TEMPLATES, "none")  # "none": the image is an aligned crop already (infer.py --align none)
+CROP_CHOICES = CROP_TEMPLATES  # "none": the image is an aligned crop already (infer.py --align none)
 # System fonts only: Gradio's default theme fetches its fonts from Google, which a machine without
 # internet (or a user who does not want to be tracked) cannot reach.
 SANS = ("ui-sans-serif", "system-ui", "DejaVu Sans", "sans-serif")
@@ -175,8 +175,9 @@ def translate_photo(
         models: the models on offer.
         photo: the uploaded file (a path in Gradio's upload cache), or ``None`` when nothing was given.
         model: a label of ``models``.
-        direction, faces, mask, paste: as for :meth:`Translator.portrait`.
-        crop: a crop template, or ``none`` for an image that is an aligned crop already.
+        direction: as for :class:`Translator`.
+        crop, faces, mask, paste: the portrait's options (:class:`~scan.portrait.PortraitOptions`; ``crop``
+            is its ``align``: a crop template, or ``none`` for an image that is an aligned crop already).
         max_pixels: larger images are refused before they are decoded.
 
     Returns:
@@ -187,20 +188,15 @@ def translate_photo(
     """
     if photo is None:
         raise InputError("upload a photo or take one with the webcam first")
-    _check_choice("crop", crop, CROP_CHOICES)
-    _check_choice("faces", faces, FACE_MODES)
-    _check_choice("mask", mask, MASKS)
+    _check_choice("crop", crop, CROP_CHOICES)  # named as the page names it; the options check the rest
+    options = PortraitOptions(align=crop, paste=paste, faces=faces, landmarks=models.landmarks, mask=mask)
     translator = models.get(model, direction)
     began = time.perf_counter()
     image = _open_photo(photo, max_pixels)
-    if crop == "none":
-        result = translator.aligned(image)
-    else:
-        try:
-            result = translator.portrait(image, align=crop, paste=paste, faces=faces, landmarks=models.landmarks,
-                                         mask=mask)
-        except NoFaceError:
-            raise InputError("no face found (for an aligned crop, choose crop template: none)") from None
+    try:
+        result = translator.portrait(image, options)
+    except NoFaceError:
+        raise InputError("no face found (for an aligned crop, choose crop template: none)") from None
     seconds = time.perf_counter() - began
     what = "the aligned crop" if crop == "none" else f"{len(result.faces)} face(s)"
     summary = f"{what} translated {direction} by {model} in {seconds:.2f} s ({image.width}x{image.height} px)"
@@ -276,7 +272,7 @@ def build_app(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS, examples_fol
             crop = gr.Radio(list(CROP_CHOICES), value="ffhq", label="crop template (none: an aligned crop)",
                             elem_id="crop")
             faces = gr.Radio(list(FACE_MODES), value="largest", label="faces", elem_id="faces")
-            mask = gr.Radio(list(MASKS), value="square", label="paste-back mask", elem_id="mask")
+            mask = gr.Radio(blend_kinds(), value="square", label="paste-back mask", elem_id="mask")
             paste = gr.Checkbox(value=True, label="paste back into the photo", elem_id="paste")
         with gr.Row():
             photo = gr.Image(type="filepath", sources=["upload", "webcam"], label="input", elem_id="photo")
@@ -379,12 +375,9 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def run() -> int:
+    with command_errors(args.debug) as status:
         start(args)
-        return 0
-
-    return run_command(run, args.debug)
+    return status.code
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from scan.align import (
     warp_to_crops,
 )
 from scan.align.cli import main as align_main
-from scan.imageops import pil_to_model
+from scan.imageio import pil_to_model
 
 
 @pytest.fixture(scope="module")

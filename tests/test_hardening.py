@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 
 import scan
-import scan.align.align as align_module
+import scan.align.landmarks as detection_module
 from scan.align import (
     detect_faces,
     footprint_box,
@@ -23,10 +23,10 @@ from scan.align import (
     warp_from_crops,
     warp_to_crops,
 )
-from scan.datasets.images import load_image
 from scan.errors import DeviceError, InputError, UserError, each_carrying_on, one_line, run_command
-from scan.imageops import heatmap, pil_to_model
+from scan.imageio import load_image, pil_to_model
 from scan.outputs import OutputError, OutputPlan, atomic_write, output_stems, save_image
+from scan.strips import heatmap
 from scan.translator import NonFiniteOutputError, Translator, resolve_device
 
 
@@ -208,7 +208,7 @@ def test_large_photos_are_searched_on_a_smaller_copy(monkeypatch):
     """Detecting on a copy at most MAX_DETECT_SIDE long finds the same face, in full-size pixels."""
     photo = data.astronaut()
     full = detect_faces(photo, "dlib")[0]
-    monkeypatch.setattr(align_module, "MAX_DETECT_SIDE", 300)
+    monkeypatch.setattr(detection_module, "MAX_DETECT_SIDE", 300)
     small = detect_faces(photo, "dlib")[0]
     assert np.abs(small.landmarks - full.landmarks).mean() < 3.0  # pixels, in a 512-px photo
     assert detect_faces(np.zeros((1, 1, 3), np.uint8), "dlib") == []  # too small to hold a face

@@ -15,10 +15,10 @@ from skimage import data
 import scan
 from scan.align import NoFaceError
 from scan.compiling import COMPILE_BACKEND_ENV, CompileError
-from scan.datasets.images import load_image
 from scan.export import export_model
 from scan.export import main as export_main
 from scan.generator import StackOutput
+from scan.imageio import load_image
 from scan.infer_cli import main as infer_main
 from scan.translator import NonFiniteOutputError, Translator
 

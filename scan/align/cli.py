@@ -15,10 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scan.align.align import align_faces
-from scan.align.crop import TEMPLATES
+from scan.align.crop import TEMPLATES, align_faces
 from scan.align.landmarks import BACKENDS, FACE_MODES, get_backend
-from scan.datasets.images import find_images, load_image
 from scan.errors import (
     InputError,
     add_debug_flag,
@@ -28,7 +26,7 @@ from scan.errors import (
     report_failures,
     run_command,
 )
-from scan.imageops import model_to_pil, pil_to_model
+from scan.imageio import find_images, load_image, model_to_pil, pil_to_model
 from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
 
 __all__ = ["main", "build_parser"]

@@ -1,16 +1,23 @@
-"""Crop templates (FFHQ's oriented square, a wider portrait) and kornia warps to and from crops."""
+"""Cutting faces out: crop templates (FFHQ's oriented square, a wider portrait), the matrices they
+give, kornia warps to and from crops, and the align step of a portrait (:func:`cut_faces`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
-from scan.imageops import uint8_to_model
+from scan.align.landmarks import Face, LandmarkBackend, detect_faces, faces_from_landmarks
+from scan.imageio import uint8_to_model
 
 __all__ = [
     "TEMPLATES",
+    "AlignedFace",
+    "cut_faces",
+    "align_faces",
     "ffhq_quad",
     "portrait_quad",
     "template_quad",
@@ -185,3 +192,76 @@ def warp_from_crops(crops: Tensor, matrices: np.ndarray | Tensor, height: int, w
     inverse = invert_affine(np.asarray(matrices) if not isinstance(matrices, Tensor) else matrices)
     m = torch.as_tensor(inverse).to(device=crops.device, dtype=crops.dtype)
     return warp_affine(crops, m, (height, width), mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+@dataclass
+class AlignedFace:
+    """One face cut out of a photo.
+
+    Attributes:
+        face: the detection (box, score, landmarks in photo pixels).
+        crop: :math:`(C, S, S)` float crop, in the value range of the photo tensor it came from
+            (``[-1, 1]`` for a ``uint8`` photo).
+        matrix: ``(2, 3)`` float64 matrix mapping photo pixels to crop pixels.
+    """
+
+    face: Face
+    crop: Tensor
+    matrix: np.ndarray
+
+    @property
+    def landmarks_in_crop(self) -> np.ndarray:
+        return self.face.landmarks @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+
+def cut_faces(photo: Tensor, faces: list[Face], size: int, template: str = "ffhq",
+              scale: float = 1.0) -> list[AlignedFace]:
+    """Cut each face out of ``photo`` as a ``size`` x ``size`` crop on a template, in one batched warp.
+
+    Args:
+        photo: :math:`(1, 3, H, W)` or :math:`(3, H, W)`: floats in ``[-1, 1]``, or ``uint8`` (the
+            cheaper choice for a large photo: only the faces' surroundings are converted).
+        faces: the faces, with their landmarks in the photo's pixels.
+        size: crop side (the model's input size).
+        template: ``ffhq`` (FFHQ's exact crop) or ``portrait`` (head and shoulders).
+        scale: multiplies the template's side.
+
+    Returns:
+        One :class:`AlignedFace` per face, in order; empty for no faces.
+    """
+    if not faces:
+        return []
+    matrices = np.stack([quad_to_matrix(template_quad(f.landmarks, template, scale), size) for f in faces])
+    crops = warp_to_crops(photo, matrices, size)
+    return [AlignedFace(face, crop, matrix) for face, crop, matrix in zip(faces, crops, matrices)]
+
+
+def align_faces(
+    photo: Tensor,
+    size: int,
+    template: str = "ffhq",
+    scale: float = 1.0,
+    backend: LandmarkBackend | str = "auto",
+    faces: str = "largest",
+    min_score: float | None = None,
+    landmarks: np.ndarray | list[np.ndarray] | None = None,
+) -> list[AlignedFace]:
+    """Find every chosen face of ``photo`` and cut it out as a ``size`` x ``size`` crop on a template
+    (:func:`scan.align.detect_faces`, then :func:`cut_faces`).
+
+    Args:
+        photo: :math:`(1, 3, H, W)` or :math:`(3, H, W)`: floats in ``[-1, 1]``, or ``uint8``.
+        size: crop side (the model's input size).
+        template: ``ffhq`` (FFHQ's exact crop) or ``portrait`` (head and shoulders).
+        scale: multiplies the template's side.
+        backend: landmark backend or name; unused when ``landmarks`` is given.
+        faces: ``largest`` or ``all``.
+        min_score: detection threshold (default: the backend's).
+        landmarks: landmarks computed elsewhere, ``(68, 2)`` per face; skips detection.
+
+    Returns:
+        The aligned faces, largest first; empty if none was found.
+    """
+    found = faces_from_landmarks(landmarks) if landmarks is not None else detect_faces(photo, backend, faces,
+                                                                                          min_score)
+    return cut_faces(photo, found, size, template, scale)

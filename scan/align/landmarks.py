@@ -1,16 +1,24 @@
-"""Face detection + 68 iBUG landmarks behind one interface: FAN (face-alignment) or dlib (offline)."""
+"""Finding faces: detection + 68 iBUG landmarks behind one interface, FAN (face-alignment) or dlib
+(offline), and the detection step of a portrait (:func:`detect_faces`: on a smaller copy of a large
+photo, the chosen faces only)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
 
 from scan.errors import UserError
+from scan.imageio import model_to_uint8
 
 __all__ = [
     "AlignmentError",
@@ -21,12 +29,22 @@ __all__ = [
     "FanBackend",
     "get_backend",
     "choose_faces",
+    "detect_faces",
+    "faces_from_landmarks",
+    "image_to_array",
+    "SerialBackend",
     "BACKENDS",
     "FACE_MODES",
+    "MAX_DETECT_SIDE",
 ]
 
 BACKENDS = ("auto", "fan", "dlib")
 FACE_MODES = ("largest", "all")  # which detected faces to translate
+
+# Faces are found on a copy of the photo whose long side is at most this: detectors gain nothing from
+# more pixels, and a 12000 x 12000 photo would take minutes and many GB. Crops are still cut from the
+# full-resolution photo.
+MAX_DETECT_SIDE = 2048
 
 
 class AlignmentError(UserError, RuntimeError):
@@ -205,3 +223,92 @@ def choose_faces(faces: list[Face], mode: str = "largest", min_score: float = 0.
         raise ValueError(f"faces must be one of {FACE_MODES}, got {mode!r}")
     kept = sorted((f for f in faces if f.score >= min_score and f.size >= min_size), key=lambda f: -f.size)
     return kept[:1] if mode == "largest" else kept
+
+
+def image_to_array(image: np.ndarray | Tensor) -> np.ndarray:
+    """An RGB ``uint8`` ``(H, W, 3)`` array from an array or a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor,
+    ``uint8`` or floats in ``[-1, 1]`` (the landmark backends want the former)."""
+    if isinstance(image, Tensor):
+        image = image[0] if image.ndim == 4 else image
+        pixels = image if image.dtype == torch.uint8 else model_to_uint8(image)
+        return pixels.permute(1, 2, 0).cpu().numpy()
+    return np.asarray(image)
+
+
+def detect_faces(
+    image: np.ndarray | Tensor,
+    backend: LandmarkBackend | str = "auto",
+    faces: str = "largest",
+    min_score: float | None = None,
+    min_size: float = 32,
+) -> list[Face]:
+    """Detect faces and their 68 landmarks, keeping ``largest`` or ``all`` above the thresholds.
+
+    A photo longer than :data:`MAX_DETECT_SIDE` is searched on a downscaled copy; boxes and landmarks
+    come back in the photo's own pixels. A photo smaller than ``min_size`` holds no face.
+
+    Args:
+        image: RGB ``uint8`` array ``(H, W, 3)`` or a tensor in ``[-1, 1]``.
+        backend: a backend or its name (``auto``, ``fan``, ``dlib``).
+        faces: ``largest`` or ``all``.
+        min_score: drop detections scoring lower (default: the backend's own threshold).
+        min_size: drop faces smaller than this (pixels).
+    """
+    backend = get_backend(backend) if isinstance(backend, str) else backend
+    array = image_to_array(image)
+    height, width = array.shape[:2]
+    if min(height, width) < min_size:
+        return []
+    scale = max(height, width) / MAX_DETECT_SIDE
+    if scale <= 1:
+        found = backend.detect(array)
+    else:
+        small = Image.fromarray(array).resize((round(width / scale), round(height / scale)), Image.Resampling.BOX)
+        found = [_rescaled(face, scale) for face in backend.detect(np.asarray(small))]
+    threshold = backend.default_min_score if min_score is None else min_score
+    return choose_faces(found, faces, threshold, min_size)
+
+
+def _rescaled(face: Face, scale: float) -> Face:
+    """A detection on a copy downscaled by ``scale``, in the original's pixels (pixel centres map as
+    ``(x + 0.5) * scale - 0.5``)."""
+    box = tuple(float(v) * scale for v in face.box)
+    return Face(box, face.score, (face.landmarks + 0.5) * scale - 0.5)  # type: ignore[arg-type]
+
+
+def faces_from_landmarks(landmarks: np.ndarray | list[np.ndarray]) -> list[Face]:
+    """Faces whose landmarks were found elsewhere: ``(68, 2)`` for one face, or one such array per face.
+    Each face's box is its landmarks' bounding box; its score is infinite (nothing to filter)."""
+    arrays = [landmarks] if np.asarray(landmarks).ndim == 2 else list(landmarks)
+    faces = []
+    for lm in arrays:
+        lm = np.asarray(lm, np.float64)
+        (x0, y0), (x1, y1) = lm.min(0), lm.max(0)
+        faces.append(Face((x0, y0, x1, y1), float("inf"), lm))
+    return faces
+
+
+# One lock per landmark backend object, however many translators (and wrappers) share it.
+_BACKEND_LOCKS: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
+_BACKEND_LOCKS_GUARD = threading.Lock()
+
+
+class SerialBackend:
+    """A landmark backend that detects in one thread at a time: neither dlib's detector nor
+    face_alignment's FAN is documented as thread-safe, and the workers of
+    :meth:`scan.translator.Translator.portraits` (or a web server's request threads) share one.
+
+    Args:
+        backend: the backend to guard; every :class:`SerialBackend` of one backend shares its lock.
+    """
+
+    def __init__(self, backend: LandmarkBackend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.default_min_score = backend.default_min_score
+        with _BACKEND_LOCKS_GUARD:
+            self._lock = _BACKEND_LOCKS.setdefault(backend, threading.Lock())
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        with self._lock:
+            return self.backend.detect(image)

@@ -1,6 +1,18 @@
-"""Paste translated crops back into the photo through feathered masks."""
+"""The paste-back: what each translated face gives the photo (the registered *blend kinds*), and
+:func:`paste_back`, which warps it into the photo and mixes it in through its mask.
+
+A blend kind is a function of the photo, the translated crop and the aligned face that returns the
+crop to paste and the mask to paste it through (:class:`Blend`), both in crop space. Built in:
+``square`` (a rounded, feathered square) and ``hull`` (the landmarks' hull raised over the forehead).
+More plug in without editing scan, as stage kinds do (:func:`register_blend`); ``infer.py --mask``,
+the web page and :class:`scan.portrait.PortraitOptions` accept every registered name.
+"""
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -8,12 +20,22 @@ from kornia.filters import gaussian_blur2d
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from scan.align.crop import crop_corners, shift_matrices, warp_from_crops
-from scan.imageops import model_to_uint8, uint8_to_model
+from scan.align.crop import AlignedFace, crop_corners, shift_matrices, warp_from_crops
+from scan.errors import UserError
+from scan.imageio import model_to_uint8, uint8_to_model
 
-__all__ = ["MASKS", "rounded_square_mask", "landmark_hull_mask", "paste_back", "footprint_box"]
-
-MASKS = ("square", "hull")
+__all__ = [
+    "Blend",
+    "BlendKind",
+    "UnknownBlendError",
+    "register_blend",
+    "blend_kinds",
+    "get_blend",
+    "rounded_square_mask",
+    "landmark_hull_mask",
+    "paste_back",
+    "footprint_box",
+]
 
 
 def rounded_square_mask(size: int, feather: float = 0.08, radius: float = 0.15) -> Tensor:
@@ -135,3 +157,129 @@ def paste_back(photo: Tensor, crops: Tensor, matrices: np.ndarray | Tensor, mask
     out = out.clone()
     out[..., y0:y1, x0:x1] = region
     return out[0] if squeeze else out
+
+
+# ------------------------------------------------------------------------------------- blend kinds
+
+
+class Blend(NamedTuple):
+    """What one face gives the photo, in crop space.
+
+    Attributes:
+        crop: :math:`(C, S, S)` in ``[-1, 1]``: the pixels to paste (the translated crop, or a version
+            of it adjusted to the photo, e.g. its colours matched at the border).
+        mask: :math:`(1, S, S)` in ``[0, 1]``: how much of ``crop`` each pixel takes; it must be 0 on
+            the crop's border, or the crop's edge shows.
+    """
+
+    crop: Tensor
+    mask: Tensor
+
+
+class BlendKind(Protocol):
+    """A registered blend kind (see :func:`register_blend`)."""
+
+    def __call__(self, photo: Tensor, translated: Tensor, face: AlignedFace) -> Blend: ...
+
+
+class UnknownBlendError(UserError, ValueError):
+    """A blend kind (``--mask``, ``mask=``) that no module has registered (yet)."""
+
+
+Fn = TypeVar("Fn", bound=Callable)
+
+_BLENDS: dict[str, BlendKind] = {}
+# Modules that register further built-in kinds, imported on the first lookup rather than here: they
+# import register_blend from this module, and a kind that needs a heavy library (a network, a solver)
+# costs nothing until it is asked for. A new built-in kind adds its module's name.
+_BUILT_IN_KIND_MODULES: tuple[str, ...] = ()
+_built_ins_loaded = False
+
+
+def _load_built_in_kinds() -> None:
+    global _built_ins_loaded
+    if not _built_ins_loaded:
+        _built_ins_loaded = True
+        for module in _BUILT_IN_KIND_MODULES:
+            importlib.import_module(module)
+
+
+def register_blend(name: str) -> Callable[[Fn], Fn]:
+    """Register a blend kind under ``name``: a function of the photo, the translated crop and the
+    aligned face that returns the crop to paste and its mask (:class:`Blend`), in crop space.
+
+    The paste step (:func:`paste_back`) then warps both into the photo and mixes them in: a pixel
+    becomes ``mask * crop + (1 - mask) * photo``; where every mask is 0 the photo's pixels stay
+    as they were, bit for bit. Once registered, the name is accepted by ``infer.py --mask``, the web
+    page's mask choice, :class:`scan.portrait.PortraitOptions` and the translator's ``mask=``.
+
+    Args:
+        name: the kind's name (``--mask NAME``).
+
+    Returns:
+        A decorator that registers the function and returns it unchanged. The function is called
+        once per face with:
+
+        - ``photo``: the whole photo (or video frame) the face was cut from, ``uint8``.
+        - ``translated``: the translated crop, floats in ``[-1, 1]``.
+        - ``face``: the :class:`~scan.align.AlignedFace`: ``face.crop`` is the photo's own crop
+          (``[-1, 1]``), ``face.matrix`` maps photo pixels to crop pixels,
+          ``face.landmarks_in_crop`` the 68 landmarks in crop pixels.
+
+    Shape:
+        - photo: :math:`(3, H, W)`
+        - translated, face.crop: :math:`(3, S, S)`
+        - Output: :class:`Blend` of :math:`(3, S, S)` and :math:`(1, S, S)`
+
+    Raises:
+        ValueError: ``name`` is registered already.
+
+    Example:
+        >>> from scan.align import Blend, landmark_hull_mask, register_blend
+        >>> @register_blend("hull-soft")
+        ... def hull_soft(photo, translated, face):
+        ...     size = translated.shape[-1]
+        ...     return Blend(translated, landmark_hull_mask(face.landmarks_in_crop, size, feather=0.12))
+        >>> # infer.py --mask hull-soft, or translator.portrait(photo, mask="hull-soft")
+    """
+
+    def decorator(fn: Fn) -> Fn:
+        if name in _BLENDS:
+            raise ValueError(f"a blend kind named {name!r} is already registered")
+        _BLENDS[name] = fn
+        return fn
+
+    return decorator
+
+
+def blend_kinds() -> list[str]:
+    """Every registered blend kind, in the order they were registered (the built-in ones first)."""
+    _load_built_in_kinds()
+    return list(_BLENDS)
+
+
+def get_blend(name: str) -> BlendKind:
+    """The blend kind registered as ``name``.
+
+    Raises:
+        UnknownBlendError: no such kind; the message lists the registered ones.
+    """
+    _load_built_in_kinds()
+    kind = _BLENDS.get(name)
+    if kind is None:
+        raise UnknownBlendError(f"unknown paste-back mask (blend kind) {name!r}; registered: {', '.join(_BLENDS)} "
+                                "(import the module that registers it first)")
+    return kind
+
+
+@register_blend("square")
+def square_blend(photo: Tensor, translated: Tensor, face: AlignedFace) -> Blend:
+    """The translated crop through a rounded, feathered square: the whole crop but its rim."""
+    return Blend(translated, rounded_square_mask(translated.shape[-1]))
+
+
+@register_blend("hull")
+def hull_blend(photo: Tensor, translated: Tensor, face: AlignedFace) -> Blend:
+    """The translated crop through the face's landmark hull, raised over the forehead: hair and
+    background stay the photo's."""
+    return Blend(translated, landmark_hull_mask(face.landmarks_in_crop, translated.shape[-1]))

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from scan.datasets.unpaired import HeldOutImages
 from scan.errors import InputError
 from scan.evaluation.distribution import DistributionScores
-from scan.imageops import model_to_uint8, uint8_to_model
+from scan.imageio import model_to_uint8, uint8_to_model
 from scan.metrics import detail_psnr, psnr, ssim, through_resolution, to_size
 from scan.model import SCAN
 
