@@ -64,6 +64,7 @@ from quality import (
     _trainer,
     references,
     run_tasks,
+    save_sheet,
     seconds_per_step,
     variants,
 )
@@ -72,7 +73,6 @@ from scan.checkpoint import load_model, save_model
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import MAPPINGS, build_demo_set, load_heldout
 from scan.evaluation import PAIRED_METRICS, Evaluator, evaluating
-from scan.imageops import make_grid
 from scan.model import SCAN
 from scan.outputs import atomic_write
 from scan.training import Phase, SCANModule
@@ -314,15 +314,7 @@ def plot(groups: dict[tuple[str, int], list[dict[str, Any]]], refs: dict[str, di
 def sample_sheet(photos: torch.Tensor, targets: torch.Tensor, base: torch.Tensor,
                  samples: dict[str, torch.Tensor], path: Path) -> None:
     """One row per held-out photo: the photo, its true answer, the base model's output, each row's."""
-    columns = [photos, targets, base, *samples.values()]
-    count = min(len(c) for c in columns)
-    grid = make_grid([[c[i].float() for c in columns] for i in range(count)])
-    array = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    from PIL import Image
-
-    picture = Image.fromarray(array)
-    picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)
-    atomic_write(path, lambda tmp: picture.save(tmp))
+    save_sheet([photos, targets, base, *samples.values()], path)
 
 
 def main() -> None:

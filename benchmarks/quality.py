@@ -26,7 +26,8 @@ Widths and sizes are scaled down from the presets (``--width``, ``--size``) so t
 block counts, input skips and fusion blocks are the presets'. By default each run has one thread and
 a budget of its own CPU time (``--clock cpu``: other work on the machine barely changes a result),
 and two runs go at a time (``--jobs``). Writes ``quality-<mapping>-<size>.json``, ``.md``
-(the table) and ``.png`` (quality vs. training time) to ``--out``.
+(the table), ``.png`` (quality vs. training time) and ``-samples.png`` (three held-out photos, their
+answers, and every model's stages, coarse to fine, first seed) to ``--out``.
 
 Usage:
     python benchmarks/quality.py [--mapping reshape] [--size 128] [--budget 120] [--seeds 0 1] [--jobs 2] [--out DIR]
@@ -61,12 +62,14 @@ import scan
 from scan.datasets import UnpairedDataModule
 from scan.datasets.demo import MAPPINGS, build_demo_set, load_heldout
 from scan.evaluation import PAIRED_METRICS, Evaluator
-from scan.metrics import through_resolution
+from scan.imageops import make_grid
+from scan.metrics import through_resolution, to_size
 from scan.outputs import atomic_write
 from scan.stages import init_weights
 from scan.training import Phase, SCANModule
 
 RESULTS = Path(__file__).parent / "results"
+SAMPLE_ROWS = 3  # held-out photos in the samples picture
 # Mappings whose answer holds one-pixel detail: their sets are stored at the top size and trained without
 # the resize-and-crop augmentation (only flips), so no resampling blurs the answer a network must learn.
 EXACT_MAPPINGS = ("lineart", "reshape-lineart")
@@ -143,6 +146,9 @@ KNOBS = {
     "jlr": "joint_lr_scale: the lower stages' learning-rate factor in the joint phase",
     "weights": "stage_weights of the joint phase (e.g. 1/1)",
     "residual": "1: the refiner outputs the stage below's image plus a correction whose gain starts at 0",
+    "rzero": "what starts at zero in the residual refiner: gain (a scalar gain) or head (its last convolution)",
+    "cycle": "refiner_cycle: where a refiner's cycle loss is measured, full (its own resolution) or coarse (the "
+             "stage below's)",
     "coarse": "lambda_coarse: how strongly a refining stage keeps the stage below's result at its resolution",
     "epochs1": "stage 1's epochs, fixed (not sized from the budget), its networks initialised from the seed alone: "
                "models that differ above stage 1 then train the very same stage 1",
@@ -200,6 +206,10 @@ def _turn_knob(spec: str, variant: Variant, item: str) -> None:
                        int(value)}
     elif key == "residual" and variant.num_stages > 1:
         stages[-1]["generator"] = {**stages[-1]["generator"], "residual": bool(int(value))}
+    elif key == "rzero" and variant.num_stages > 1:
+        stages[-1]["generator"] = {**stages[-1]["generator"], "residual_zero": value}
+    elif key == "cycle":
+        variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "refiner_cycle": value}
     elif key == "coarse":
         variant.overrides["loss"] = {**variant.overrides.get("loss", {}), "lambda_coarse": float(value)}
     elif key == "epochs1":
@@ -311,6 +321,9 @@ def train_with_budget(
     trace = QualityTrace(photos, targets, budget_s * 1.1 if hard_cap else math.inf, clock)
     _trainer(module.total_epochs, epoch_steps, [trace]).fit(module, datamodule=data)
     generator = module.model.G_ab.eval().cpu()
+    with torch.no_grad():  # what each stage draws, for the samples picture (not stored in the JSON)
+        stack = generator(photos[:SAMPLE_ROWS], upto=trace.trace[-1]["stage"])
+        samples = torch.stack([to_size(out, photos.shape[-2:]) for out in stack.outputs])
     x = torch.rand(1, 3, module.top_size, module.top_size) * 2 - 1
     with torch.no_grad():
         for _ in range(3):
@@ -320,7 +333,7 @@ def train_with_budget(
     return {
         "seed": seed, "stages": variant.num_stages, "schedule": [vars(p) for p in schedule],
         "seconds_per_step": per_step, "trace": trace.trace, "final": trace.trace[-1], "gflops": cost,
-        "latency_ms": ms, "params_m": sum(p.numel() for p in generator.parameters()) / 1e6,
+        "latency_ms": ms, "params_m": sum(p.numel() for p in generator.parameters()) / 1e6, "samples": samples,
     }
 
 
@@ -445,6 +458,18 @@ def plot(results: dict[str, list[dict[str, Any]]], refs: dict[str, dict[str, flo
     plt.close(fig)
 
 
+def save_sheet(columns: list[torch.Tensor], path: Path) -> None:
+    """A picture of images in ``[-1, 1]``: one row per index, one column per batch (shown at 2x)."""
+    from PIL import Image
+
+    count = min(len(c) for c in columns)
+    grid = make_grid([[c[i].float() for c in columns] for i in range(count)])
+    array = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array)
+    picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="png"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per run")
@@ -503,13 +528,19 @@ def main() -> None:
             "machine": platform.processor() or platform.machine(),
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
     stem = args.out / f"quality-{args.mapping}-{args.size}"
+    # Columns: the photo, its answer, then every model's stages (first seed), coarse to fine.
+    drawn = [stage for runs in results.values() for stage in runs[0].pop("samples")]
+    for runs in results.values():
+        for run in runs:
+            run.pop("samples", None)
+    save_sheet([photos[:SAMPLE_ROWS], targets[:SAMPLE_ROWS], *drawn], stem.with_name(stem.name + "-samples.png"))
     markdown = table(results, refs, meta)
     print("\n" + markdown)
     atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(markdown))
     plot(results, refs, meta, stem.with_suffix(".png"))
     report = json.dumps({"meta": meta, "references": refs, "results": results}, indent=1)
     atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(report))
-    print(f"wrote {stem}.md, .png and .json")
+    print(f"wrote {stem}.md, .png, -samples.png and .json")
 
 
 if __name__ == "__main__":

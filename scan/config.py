@@ -39,6 +39,11 @@ class GeneratorConfig:
             result instead of mixing an untrained image into it.
         outer_kernel: kernel size of the first and last convolution (ResNet kinds; CycleGAN: 7). These
             two run at the stage's full resolution: 3 makes them ~5x cheaper.
+        residual_zero: what starts at zero in a residual refiner, so that it starts at the stage below:
+            ``gain`` (a scalar gain on the correction, as in ReZero; under Adam a scalar moves about one
+            learning rate per step, so the correction stays faint for thousands of steps) or ``head``
+            (the last convolution, as ControlNet's zero convolutions; the gain starts at 1 and the
+            correction grows as fast as any layer learns).
     """
 
     kind: str = "resnet"
@@ -48,8 +53,11 @@ class GeneratorConfig:
     options: dict[str, Any] = field(default_factory=dict)
     residual: bool = False
     outer_kernel: int = 7
+    residual_zero: Literal["gain", "head"] = "gain"
 
     def __post_init__(self) -> None:
+        if self.residual_zero not in ("gain", "head"):
+            raise ValueError(f"residual_zero must be 'gain' or 'head', got {self.residual_zero!r}")
         if not isinstance(self.outer_kernel, int) or self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ValueError(f"outer_kernel must be an odd size >= 1, got {self.outer_kernel}")
         if self.kind not in components.stage_kinds():
@@ -125,6 +133,10 @@ class LossConfig:
             its output, downsampled to stage k - 1's resolution, and stage k - 1's output. It keeps a
             refining stage from redrawing what the stage below (which saw the whole image at a size
             where global changes are small) already got right, and leaves it the detail to add.
+        refiner_cycle: where a refining stage's cycle loss is measured: ``full`` (at its own
+            resolution, like every stage) or ``coarse`` (both images taken down to the stage below's
+            resolution first): the refiner's detail then answers to its discriminator and the identity
+            loss alone, not to reconstructing the photo's own fine texture through the other direction.
     """
 
     gan_mode: str = "lsgan"
@@ -132,8 +144,11 @@ class LossConfig:
     lambda_identity: float = 0.5
     pool_size: int = 50
     lambda_coarse: float = 0.0
+    refiner_cycle: Literal["full", "coarse"] = "full"
 
     def __post_init__(self) -> None:
+        if self.refiner_cycle not in ("full", "coarse"):
+            raise ValueError(f"refiner_cycle must be 'full' or 'coarse', got {self.refiner_cycle!r}")
         components.get_gan_loss(self.gan_mode)  # an unknown mode fails here, listing the registered ones
 
 

@@ -148,11 +148,13 @@ class SCAN(nn.Module):
         fake_b, fake_a = stack_ab.final, stack_ba.final
         rec_a = self.G_ba(fake_b, upto=stage).final
         rec_b = self.G_ab(fake_a, upto=stage).final
+        # A refiner's cycle may be measured at the stage below's resolution (LossConfig.refiner_cycle).
+        cycle_view = downsample if stage > 1 and cfg.refiner_cycle == "coarse" else _identity
         terms = {
             "G_ab_gan": gan_loss(self.D_b[k](judge(fake_b)), True, cfg.gan_mode, for_discriminator=False),
             "G_ba_gan": gan_loss(self.D_a[k](judge(fake_a)), True, cfg.gan_mode, for_discriminator=False),
-            "cycle_a": F.l1_loss(rec_a, real_a),
-            "cycle_b": F.l1_loss(rec_b, real_b),
+            "cycle_a": F.l1_loss(cycle_view(rec_a), cycle_view(real_a)),
+            "cycle_b": F.l1_loss(cycle_view(rec_b), cycle_view(real_b)),
         }
         loss = terms["G_ab_gan"] + terms["G_ba_gan"] + cfg.lambda_cycle * (terms["cycle_a"] + terms["cycle_b"])
         if cfg.lambda_identity > 0:

@@ -153,6 +153,11 @@ class RefinementGenerator(ResnetGenerator):
             scalar ``gain`` that starts at 0 (as in ReZero): the fresh stage reproduces the stage
             below exactly, and its training moves it away only as far as the losses ask.
         outer_kernel: kernel size of the first and last convolution (see :class:`ResnetGenerator`).
+        residual_zero: what starts at zero so that a fresh residual refiner reproduces the stage below:
+            ``gain`` (the scalar gain) or ``head`` (the last convolution, with the gain at 1). Adam moves
+            a scalar by about one learning rate per step, so under ``gain`` the correction stays faint
+            for thousands of steps; a zero head grows as fast as any layer. :meth:`start_at_previous`
+            applies it (after any re-initialisation, e.g. :func:`init_weights`).
 
     Shape:
         - x, previous_up: :math:`(B, C, H, W)`
@@ -161,13 +166,32 @@ class RefinementGenerator(ResnetGenerator):
 
     def __init__(
         self, channels: int = 3, ngf: int = 64, n_blocks: int = 3, input_skip: bool = False, residual: bool = False,
-        outer_kernel: int = 7,
+        outer_kernel: int = 7, residual_zero: str = "gain",
     ) -> None:
         super().__init__(2 * channels, channels, ngf=ngf, n_blocks=n_blocks, input_skip=input_skip,
                          outer_kernel=outer_kernel)
-        self.residual = residual
-        # A plain parameter: init_weights (CycleGAN's conv init) leaves it at 0.
+        if residual_zero not in ("gain", "head"):
+            raise ValueError(f"RefinementGenerator's residual_zero must be 'gain' or 'head', got {residual_zero!r}")
+        self.residual, self.residual_zero = residual, residual_zero
+        # Present whatever starts at zero, so that model files of both kinds have the same keys.
         self.residual_gain = nn.Parameter(torch.zeros(())) if residual else None
+        self.start_at_previous()
+
+    @torch.no_grad()
+    def start_at_previous(self) -> None:
+        """Zero the gain or the head (``residual_zero``): the refiner then outputs ``previous_up`` exactly.
+        A no-op for a plain refiner."""
+        if self.residual_gain is None:
+            return
+        if self.residual_zero == "gain":
+            self.residual_gain.zero_()
+            return
+        self.residual_gain.fill_(1.0)
+        head = self.model[-2]
+        assert isinstance(head, nn.Conv2d)
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
 
     def forward(self, x: Tensor, previous_up: Tensor | None = None) -> Tensor:
         """A new image from ``x`` and the previous stage's upsampled output."""
@@ -192,7 +216,7 @@ def _build_translator(config: GeneratorConfig, channels: int) -> ResnetGenerator
 @register_stage("refine", stage="refine")
 def _build_refiner(config: GeneratorConfig, channels: int) -> RefinementGenerator:
     return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip, config.residual,
-                               config.outer_kernel)
+                               config.outer_kernel, config.residual_zero)
 
 
 _RUNNING_STAT = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
@@ -257,4 +281,7 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
         elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
+    for m in module.modules():  # a residual refiner's zero start survives the re-initialisation above
+        if isinstance(m, RefinementGenerator):
+            m.start_at_previous()
     return module

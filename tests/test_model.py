@@ -198,6 +198,42 @@ def test_a_residual_refiner_starts_at_the_stage_below_and_learns_its_gain():
         scan.create_model("tiny", stages=[{"generator": {"residual": True}}, {}])
 
 
+def test_a_residual_refiner_with_a_zero_head_starts_at_the_stage_below_and_learns_at_full_gain():
+    torch.manual_seed(5)
+    model = scan.create_model("tiny", stages=[{}, {"generator": {"residual": True, "residual_zero": "head"}}])
+    refiner = model.G_ab.stages[1]
+    head = refiner.model[-2]
+    assert float(refiner.residual_gain) == 1.0 and not head.weight.any() and not head.bias.any()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    out = model.G_ab(x)
+    previous_up = F.interpolate(out.outputs[0], scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.equal(out.raw[1], previous_up)  # a fresh stage 2 changes nothing...
+    assert torch.allclose(out.final, previous_up, atol=1e-6)
+    (out.final - x).abs().mean().backward()
+    # ...and its head, not a scalar gain, takes the first step: one Adam step moves every head weight by
+    # about the learning rate, so the correction grows as fast as the stage's own layers learn.
+    assert head.weight.grad.abs().sum() > 0 and head.bias.grad.abs().sum() > 0
+    assert refiner.residual_gain.grad.abs() == 0
+    optimiser = torch.optim.Adam(refiner.parameters(), lr=2e-4)
+    optimiser.step()
+    moved = model.G_ab(x)
+    assert (moved.final - previous_up).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="residual_zero must be 'gain' or 'head'"):
+        scan.create_config("tiny", stages=[{}, {"generator": {"residual": True, "residual_zero": "bias"}}])
+
+
+def test_init_weights_keeps_a_residual_refiners_zero_start():
+    from scan.stages import init_weights
+
+    for where in ("gain", "head"):
+        model = scan.create_model("tiny", stages=[{}, {"generator": {"residual": True, "residual_zero": where}}])
+        init_weights(model)  # e.g. re-initialising a loaded model's networks
+        x = torch.rand(1, 3, 64, 64) * 2 - 1
+        out = model.G_ab(x)
+        previous_up = F.interpolate(out.outputs[0], scale_factor=2.0, mode="bilinear", align_corners=False)
+        assert torch.equal(out.raw[1], previous_up), where
+
+
 @pytest.mark.parametrize("mode", ["lsgan", "vanilla", "hinge"])
 def test_gan_loss_prefers_the_right_answer(mode):
     high, low = torch.full((4,), 0.9), torch.full((4,), 0.1)
@@ -246,3 +282,26 @@ def test_register_model_adds_a_preset():
         from scan.registry import _PRESETS
 
         _PRESETS.pop("test-only-one-stage")
+
+
+def test_a_coarse_refiner_cycle_is_blind_to_detail_finer_than_the_stage_below():
+    torch.manual_seed(3)
+    real_a, real_b = torch.rand(2, 2, 3, 64, 64) * 2 - 1
+    full = scan.create_model("tiny")
+    coarse = scan.create_model("tiny", loss={"refiner_cycle": "coarse"})
+    coarse.load_state_dict(full.state_dict())
+    torch.manual_seed(0)
+    step_full = full.generator_step(real_a, real_b, stage=2)
+    torch.manual_seed(0)
+    step_coarse = coarse.generator_step(real_a, real_b, stage=2)
+    assert torch.equal(step_full.rec_a, step_coarse.rec_a)  # the same networks, the same reconstruction...
+    assert torch.allclose(step_full.terms["cycle_a"], F.l1_loss(step_full.rec_a, real_a))
+    # ...scored at the stage below's resolution, where a checkerboard finer than 2 px is invisible
+    assert torch.allclose(step_coarse.terms["cycle_a"], F.l1_loss(downsample(step_coarse.rec_a), downsample(real_a)))
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None]) % 2 * 0.2 - 0.1
+    assert F.l1_loss(downsample(real_a + checker), downsample(real_a)) < 1e-6
+    torch.manual_seed(0)
+    stage1 = coarse.generator_step(real_a[..., ::2, ::2], real_b[..., ::2, ::2], stage=1)
+    assert torch.allclose(stage1.terms["cycle_a"], F.l1_loss(stage1.rec_a, real_a[..., ::2, ::2]))  # stage 1 as before
+    with pytest.raises(ValueError, match="refiner_cycle must be 'full' or 'coarse'"):
+        scan.create_config("tiny", loss={"refiner_cycle": "half"})
