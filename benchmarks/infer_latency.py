@@ -1,5 +1,10 @@
 """End-to-end portrait latency, split into detect / landmarks / warp / translate / paste-back.
 
+The paste-back is timed for every registered blend kind (``paste_ms_by_kind``: the kind's blend step
+and the paste, as a portrait runs them; ``paste_ms`` is ``square``'s, the default), each row's
+``total_ms`` with ``square``; ``added_by_kind`` is each kind's added time over ``square`` as a
+fraction of that total (the seamless kind's target: <= 0.10).
+
 For every preset at each crop size (default 256 and 512), the translation runs eager fp32, eager
 bf16 autocast, and ONNX Runtime (CPU) on scikit-image's astronaut portrait (512x512), with the dlib
 backend (FAN needs weights that cannot be fetched here). Medians of ``--repeats`` runs; all rows in
@@ -27,9 +32,19 @@ from PIL import Image
 from skimage import data
 
 import scan
-from scan.align import DlibBackend, ffhq_quad, paste_back, quad_to_matrix, rounded_square_mask, warp_to_crops
+from scan.align import (
+    AlignedFace,
+    DlibBackend,
+    Face,
+    blend_kinds,
+    ffhq_quad,
+    get_blend,
+    paste_back,
+    quad_to_matrix,
+    warp_to_crops,
+)
 from scan.export import export_model
-from scan.imageio import model_to_pil, pil_to_model
+from scan.imageio import pil_to_model
 
 warnings.filterwarnings("ignore")
 
@@ -60,6 +75,7 @@ def main() -> None:
     photo = Image.fromarray(data.astronaut())
     array = np.asarray(photo)
     x = pil_to_model(photo)
+    pixels = torch.from_numpy(array).permute(2, 0, 1).contiguous()  # uint8, as a portrait pastes into
     backend = DlibBackend()
     t_detect, boxes = timed(lambda: backend.find_boxes(array), args.repeats)
     box = max(boxes, key=lambda b: b[1])[0]
@@ -68,9 +84,20 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         matrix = quad_to_matrix(ffhq_quad(landmarks), size)[None]
-        mask = rounded_square_mask(size)
         t_warp, crop = timed(lambda: warp_to_crops(x, matrix, size), args.repeats)
-        t_paste, _ = timed(lambda: model_to_pil(paste_back(x, crop, matrix, mask)), args.repeats)
+        face = AlignedFace(Face((0, 0, 1, 1), 1.0, landmarks), crop[0], matrix[0])
+        paste_by_kind = {}
+        for kind in blend_kinds():
+            if kind == "parsing":  # needs the user's network: not part of this benchmark
+                continue
+            blend = get_blend(kind)
+
+            def blend_and_paste(blend=blend):
+                b = blend(pixels, crop[0], face)  # the crop stands in for its translation
+                return Image.fromarray(paste_back(pixels, b.crop[None], matrix, b.mask[None]).permute(1, 2, 0).numpy())
+
+            paste_by_kind[kind] = timed(blend_and_paste, args.repeats)[0]
+        t_paste = paste_by_kind["square"]
         for preset in args.presets:
             model = scan.create_model(preset).eval()
             generator = model.G_ab
@@ -94,11 +121,15 @@ def main() -> None:
                     "paste_ms": 1e3 * t_paste,
                 }
                 row["total_ms"] = sum(v for k, v in row.items() if k.endswith("_ms"))
+                row["paste_ms_by_kind"] = {k: 1e3 * t for k, t in paste_by_kind.items()}
+                row["added_by_kind"] = {k: (1e3 * t - row["paste_ms"]) / row["total_ms"]
+                                        for k, t in paste_by_kind.items()}
                 rows.append(row)
                 print(
                     f"{preset:16} {size:>4} {engine:11} detect {row['detect_ms']:6.1f}  landmarks "
                     f"{row['landmarks_ms']:5.1f}  warp {row['warp_ms']:5.1f}  translate {row['translate_ms']:8.1f}  "
-                    f"paste {row['paste_ms']:5.1f}  total {row['total_ms']:8.1f} ms",
+                    f"paste {row['paste_ms']:5.1f}  total {row['total_ms']:8.1f} ms  added by seamless "
+                    f"{100 * row['added_by_kind'].get('seamless', float('nan')):+.1f}%",
                     flush=True,
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """``make demo`` (``python -m scan.demo``): the whole system on a fresh machine, offline, in minutes.
 
 1. builds the offline demo set (photos -> cartoons; every held-out photo comes with its true cartoon);
-2. trains the ``tiny`` two-stage model on it with ``train.py`` and ``configs/demo.yaml`` (a progress
-   bar; the GPU when there is one);
+2. trains the ``tiny`` two-stage model, widened to 64 and 128 px, on it with ``train.py`` and
+   ``configs/demo.yaml`` (a progress bar; the GPU when there is one);
 3. translates scikit-image's astronaut portrait with ``infer.py``: FFHQ alignment, both stages,
-   paste-back into the photo;
+   paste-back into the photo with the ``DEMO_MASK`` blend kind (the best of ``benchmarks/seams.py``);
 4. draws the held-out photos' translations, stage by stage, next to their true cartoons.
 
 Everything lands in one folder (``--out``, default ``demo_output``)::
@@ -40,12 +40,20 @@ from scan.errors import EXIT_FAILED, add_debug_flag, run_command
 from scan.model import SCAN
 from scan.outputs import atomic_write, save_image
 
-__all__ = ["main", "heldout_sheet", "QUICK_TRAIN_ARGS"]
+__all__ = ["main", "heldout_sheet", "QUICK_TRAIN_ARGS", "DEMO_MASK", "DATA_SIZE"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
 
 # Quick mode: one short epoch per stage on a handful of images, still through both stages.
+# The demo set's stored side: the loader resizes to CycleGAN's 286/256 of the model's 128 px (143) and
+# crops 128, so the stored squares must be at least that large or the training crops are upsampled.
+DATA_SIZE = 144
+
+# The paste-back of the demo's portrait: the blend kind with the least seam in benchmarks/seams.py on the
+# demo model (README, "Paste-back").
+DEMO_MASK = "hull-colour"
+
 QUICK_TRAIN_ARGS = [
     "--model.schedule", '[{"stage": 1, "epochs": 1, "decay_epochs": 0}, {"stage": 2, "epochs": 1, "decay_epochs": 0}]',
     "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--data.num_workers", "0",
@@ -131,11 +139,11 @@ def run_demo(out: Path, config: Path, quick: bool) -> dict[str, dict[str, float]
     _announce(1, total, "building the offline demo set (photos -> cartoons)")
     data = out / "data"
     counts = {"train": 16, "test": 4} if quick else {"train": 300, "test": 16}
-    build_demo_set(data, train=counts["train"], test=counts["test"])
+    build_demo_set(data, train=counts["train"], test=counts["test"], size=DATA_SIZE)
     print(f"{_relative(data)}: trainA/ and trainB/ ({counts['train']} unpaired images each), testA/ with its "
           f"true cartoons in testA_target/, testB/")
 
-    _announce(2, total, "training the tiny two-stage model (stage 1 at 32 px, then stage 2 at 64 px)")
+    _announce(2, total, "training the tiny two-stage model (stage 1 at 64 px, then stage 2 at 128 px)")
     logs = out / "tensorboard"
     train_args = ["fit", "--config", _relative(config), "--data.root", _relative(data),
                   "--trainer.logger.init_args.save_dir", _relative(logs)]
@@ -151,7 +159,8 @@ def run_demo(out: Path, config: Path, quick: bool) -> dict[str, dict[str, float]
     save_image(Image.fromarray(skdata.astronaut()), photo)
     result = out / "astronaut_cartoon.png"
     _run("infer.py", infer_main, ["--checkpoint", _relative(model_path), "--input", _relative(photo),
-                                  "--output", _relative(result), "--align", "ffhq", "--save-stages", _relative(out)])
+                                  "--output", _relative(result), "--align", "ffhq", "--mask", DEMO_MASK,
+                                  "--save-stages", _relative(out)])
 
     _announce(4, total, "scoring the held-out photos against their true cartoons")
     sheet, scores = heldout_sheet(scan.load_model(model_path), data)

@@ -46,7 +46,7 @@ from scan.translator import Translator
 from scan.video_cli import translate_video
 from scan.videoio import VIDEO_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, probe_video
 
-__all__ = ["main", "build_parser", "portrait_options"]
+__all__ = ["main", "build_parser", "portrait_options", "check_parsing_model"]
 
 # Decoding and aligning threads: a few keep a GPU fed; more than the cores only add contention.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = blend_kinds()  # read now: kinds registered by the caller's own modules are offered too
     p.add_argument("--mask", choices=kinds, default="square",
                    help="paste-back mask: a registered blend kind (scan.align.register_blend)")
+    p.add_argument("--parsing-model", type=Path, default=None, metavar="FILE",
+                   help="the face-parsing network (ONNX, BiSeNet's 19 classes) for --mask parsing "
+                        "(default: $SCAN_FACE_PARSING_MODEL)")
     p.add_argument("--save-stages", type=Path, default=None, metavar="DIR",
                    help="write one PNG per input: aligned crop, every stage's output and alpha map")
     video = p.add_argument_group("video (see scan/video_cli.py)")
@@ -127,6 +130,17 @@ def _fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{value} is outside [0, 1)")
     return value
+
+
+def check_parsing_model(path: Path | None, mask: str) -> None:
+    """Use the face-parsing model ``path`` (``--parsing-model``) for the ``parsing`` mask, and, when
+    that mask is chosen, check now that one is given (one line, before any photo is read)."""
+    from scan.align.parsing import parsing_model_path, use_parsing_model
+
+    if path is not None:
+        use_parsing_model(path)
+    if mask == "parsing":
+        parsing_model_path()
 
 
 def portrait_options(args: argparse.Namespace) -> PortraitOptions:
@@ -250,6 +264,7 @@ def _plan(args: argparse.Namespace) -> list[Job]:
 
 def _run(args: argparse.Namespace) -> int:
     options = portrait_options(args)
+    check_parsing_model(args.parsing_model, options.mask)
     jobs = _plan(args)
     translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
     if options.align != "none":

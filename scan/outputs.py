@@ -15,14 +15,15 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from PIL import Image
 
 from scan.errors import InputError, UserError
 
-__all__ = ["OutputError", "OutputPlan", "atomic_write", "save_image", "output_stems", "check_output_folder"]
+__all__ = ["OutputError", "OutputPlan", "atomic_write", "save_image", "output_stems", "check_output_folder",
+           "short_labels"]
 
 
 class OutputError(UserError, OSError):
@@ -187,3 +188,14 @@ def output_stems(files: Iterable[Path], root: Path) -> dict[Path, Path]:
     relative = {f: f.relative_to(root) for f in files}
     shared = Counter(r.with_suffix("") for r in relative.values())
     return {f: (r if shared[r.with_suffix("")] > 1 else r.with_suffix("")) for f, r in relative.items()}
+
+
+def short_labels(checkpoints: Sequence[Path]) -> list[str]:
+    """What the model picker shows for each checkpoint: its file name without the extension (never
+    the server's path), with as many parent folders as it takes to tell apart files of one name."""
+    parts = [Path(p).with_suffix("").parts for p in checkpoints]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in checkpoints]

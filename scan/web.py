@@ -39,7 +39,7 @@ from scan.checkpoint import load_model
 from scan.errors import InputError, UserError, add_debug_flag, command_errors, one_line, positive_int
 from scan.imageio import load_image
 from scan.model import DIRECTIONS
-from scan.outputs import save_image
+from scan.outputs import save_image, short_labels
 from scan.portrait import CROP_TEMPLATES, PortraitOptions
 from scan.strips import stage_strip
 from scan.translator import Translator
@@ -79,7 +79,8 @@ class Models:
     """The checkpoints named on the command line, loaded once; the page picks among their labels.
 
     Args:
-        checkpoints: model files or training checkpoints; each is labelled by the path as given.
+        checkpoints: model files or training checkpoints; each is labelled by its file name without the
+            extension (:func:`scan.outputs.short_labels`); :meth:`get` takes the path as given too.
         device, precision: as for :class:`Translator`.
         landmarks: the landmark backend (``auto``, ``fan``, ``dlib``); loaded now, so a missing one
             fails at start-up instead of on the first photo.
@@ -93,9 +94,10 @@ class Models:
                  landmarks: str = "auto") -> None:
         if not checkpoints:
             raise InputError("give at least one --checkpoint")
-        labels = [str(p) for p in checkpoints]
-        if len(set(labels)) != len(labels):
-            raise InputError(f"a --checkpoint is named twice: {', '.join(sorted(labels))}")
+        paths = [str(p) for p in checkpoints]
+        if len(set(paths)) != len(paths):
+            raise InputError(f"a --checkpoint is named twice: {', '.join(sorted(paths))}")
+        labels = short_labels(checkpoints)
         self.landmarks = landmarks
         self.translators: dict[tuple[str, str], Translator] = {}
         first: Translator | None = None
@@ -109,6 +111,12 @@ class Models:
                 translator.share_landmark_models(first)  # one copy of the landmark model for them all
                 self.translators[label, direction] = translator
         self.labels = labels
+        # The path as given on the command line names the same model (the library's callers use it).
+        self._by_path = dict(zip(paths, labels))
+
+    def label(self, name: str) -> str:
+        """The picker's label for a label or a checkpoint's path as given."""
+        return self._by_path.get(name, name)
 
     def get(self, label: str, direction: str) -> Translator:
         """The translator for one model and direction.
@@ -117,6 +125,7 @@ class Models:
             InputError: a label or direction that was not offered.
         """
         _check_choice("direction", direction, DIRECTIONS)
+        label = self._by_path.get(label, label)
         _check_choice("model", label, self.labels)
         return self.translators[label, direction]
 
@@ -191,6 +200,7 @@ def translate_photo(
     _check_choice("crop", crop, CROP_CHOICES)  # named as the page names it; the options check the rest
     options = PortraitOptions(align=crop, paste=paste, faces=faces, landmarks=models.landmarks, mask=mask)
     translator = models.get(model, direction)
+    model = models.label(model)
     began = time.perf_counter()
     image = _open_photo(photo, max_pixels)
     try:
@@ -329,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=positive_int, default=8,
                    help="requests that may wait while one runs; more are turned away (default: %(default)s)")
     p.add_argument("--landmarks", choices=BACKENDS, default="auto")
+    p.add_argument("--parsing-model", type=Path, default=None, metavar="FILE",
+                   help="the face-parsing network (ONNX) for the 'parsing' mask (default: $SCAN_FACE_PARSING_MODEL)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     add_debug_flag(p)
@@ -347,6 +359,10 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
         UserError: a bad checkpoint, device or landmark backend; Gradio missing; the port taken.
     """
     gr = _import_gradio()
+    if args.parsing_model is not None:
+        from scan.align.parsing import use_parsing_model
+
+        use_parsing_model(args.parsing_model)
     models = Models(args.checkpoint, args.device, args.precision, args.landmarks)
     app = build_app(models, args.max_pixels)
     # One translation at a time (they share the models and the CPU/GPU); a bounded line behind it.

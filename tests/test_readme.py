@@ -256,6 +256,17 @@ def _check_benchmark(words: list[str]) -> None:
     elif script.stem == "infer_latency":  # every engine, every part of the pipeline timed
         assert {r["engine"] for r in rows} == {"fp32", "bf16", "onnxruntime"}
         assert all(r[k] > 0 for r in rows for k in ("detect_ms", "landmarks_ms", "translate_ms", "paste_ms"))
+        assert all({"square", "seamless"} <= set(r["paste_ms_by_kind"]) for r in rows)
+    elif script.stem == "seams":  # every blend kind on every group of photos; table and picture
+        from scan.align import blend_kinds
+
+        kinds = set(blend_kinds()) - {"parsing"}  # parsing needs the user's network
+        for group in ("astronaut", "held-out photos", "clip frames"):
+            measured = {r["kind"]: r for r in rows if r["photos"] == group}
+            assert set(measured) == kinds and all(r["count"] > 0 and r["gradient"] > 0 for r in measured.values())
+            assert measured["square"]["gradient_vs_square"] == 1.0
+        assert "| astronaut (1) | seamless |" in Path(f"{out}.md").read_text()
+        assert Path(f"{out}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         pytest.fail(f"{words[1]}: nothing here checks its output; teach tests/test_readme.py")
 

@@ -17,7 +17,8 @@ from PIL import Image
 from skimage import data as skdata
 
 import scan
-from scan.outputs import atomic_write
+from scan.errors import UserError
+from scan.outputs import atomic_write, short_labels
 from scan.translator import Translator
 
 gr = pytest.importorskip("gradio", reason='scan-web needs the web extra: pip install -e ".[web]"')
@@ -72,7 +73,9 @@ def client(server, files):
 
 def translate(client, files, photo, model="a.pt", direction="a2b", crop="ffhq", faces="largest", mask="square",
               paste=True):
-    return client.predict(handle_file(str(files / photo)), str(files / model), direction, crop, faces, mask, paste,
+    # The picker offers each model by its file's stem (never the server's path); other names as given.
+    label = {"a.pt": "a", "b.pt": "b"}.get(model, model)
+    return client.predict(handle_file(str(files / photo)), label, direction, crop, faces, mask, paste,
                           api_name="/translate")
 
 
@@ -98,7 +101,7 @@ def test_the_page_translates_the_astronaut_like_the_translator(client, files):
     assert np.abs(cartoon.astype(int) - np.asarray(expected).astype(int)).max() <= 1
     # The stage strip: aligned crop, stage 1, stage 2, alpha 2 (4 tiles of 192 px), and the time taken.
     assert Image.open(strip).size == (4 + 4 * (192 + 4), 4 + 192 + 16 + 4)
-    assert re.fullmatch(r"1 face\(s\) translated a2b by .*a\.pt in \d+\.\d\d s \(512x512 px\)", summary)
+    assert re.fullmatch(r"1 face\(s\) translated a2b by a in \d+\.\d\d s \(512x512 px\)", summary)
 
 
 def test_the_model_picker_and_the_options_reach_the_translator(client, files):
@@ -114,6 +117,16 @@ def test_the_model_picker_and_the_options_reach_the_translator(client, files):
         assert summary.startswith("the aligned crop translated b2a by ")
     assert results["a.pt"].shape == crop.shape
     assert not np.array_equal(results["a.pt"], results["b.pt"])
+
+
+def test_the_picker_shows_short_names_never_paths(files):
+    assert short_labels([files / "a.pt", files / "b.pt"]) == ["a", "b"]
+    two_runs = [Path("/tmp/x/run1/model.pt"), Path("/tmp/x/run2/model.pt")]
+    assert short_labels(two_runs) == ["run1/model", "run2/model"]
+    models = web.Models([files / "a.pt"], device="cpu", landmarks="dlib")
+    assert models.labels == ["a"] and models.get(str(files / "a.pt"), "a2b") is models.get("a", "a2b")
+    with pytest.raises(UserError, match="model must be one of a"):
+        models.get("c", "a2b")
 
 
 def test_mistakes_are_one_line_on_the_page(client, files):
@@ -134,7 +147,8 @@ def test_a_bug_is_one_line_on_the_page_and_its_traceback_stays_in_the_log(client
 
 def test_the_page_takes_only_the_models_and_options_it_offers(client, files):
     # A path typed into the API is not a model on offer, whatever file it names.
-    for options in ({"model": "b.pt/../a.pt"}, {"direction": "sideways"}, {"crop": "../../etc"}):
+    for options in ({"model": "b.pt/../a.pt"}, {"model": str(files / "a.pt")}, {"direction": "sideways"},
+                    {"crop": "../../etc"}):
         with pytest.raises(AppError, match="not in the list of choices"):
             translate(client, files, "grey.png", **options)
 

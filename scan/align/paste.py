@@ -3,7 +3,10 @@
 
 A blend kind is a function of the photo, the translated crop and the aligned face that returns the
 crop to paste and the mask to paste it through (:class:`Blend`), both in crop space. Built in:
-``square`` (a rounded, feathered square) and ``hull`` (the landmarks' hull raised over the forehead).
+``square`` (a rounded, feathered square) and ``hull`` (the landmarks' hull raised over the forehead)
+here; ``seamless`` (Poisson blending over the square), ``square-colour`` and ``hull-colour`` (colours
+matched to the photo's at the edge) in ``seamless.py``; ``parsing`` (face and hair from the user's
+face-parsing network) in ``parsing.py``.
 More plug in without editing scan, as stage kinds do (:func:`register_blend`); ``infer.py --mask``,
 the web page and :class:`scan.portrait.PortraitOptions` accept every registered name.
 """
@@ -192,7 +195,7 @@ _BLENDS: dict[str, BlendKind] = {}
 # Modules that register further built-in kinds, imported on the first lookup rather than here: they
 # import register_blend from this module, and a kind that needs a heavy library (a network, a solver)
 # costs nothing until it is asked for. A new built-in kind adds its module's name.
-_BUILT_IN_KIND_MODULES: tuple[str, ...] = ()
+_BUILT_IN_KIND_MODULES: tuple[str, ...] = ("scan.align.seamless", "scan.align.parsing")
 _built_ins_loaded = False
 
 
