@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
@@ -27,6 +28,7 @@ __all__ = [
     "shift_matrices",
     "warp_to_crops",
     "warp_from_crops",
+    "fade_padding",
 ]
 
 TEMPLATES = ("ffhq", "portrait")
@@ -194,6 +196,51 @@ def warp_from_crops(crops: Tensor, matrices: np.ndarray | Tensor, height: int, w
     return warp_affine(crops, m, (height, width), mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def fade_padding(crops: Tensor, matrices: np.ndarray | Tensor, height: int, width: int) -> Tensor:
+    """FFHQ's treatment of a crop that reaches past the photo: the reflected content there is blurred
+    and faded toward the crop's median colour, the further out the more, so that no mirrored second
+    face (a second pair of eyes above the head) reaches the network.
+
+    As in FFHQ's ``recreate_aligned_images``, with ``q`` the crop's side in photo pixels: a band
+    ``0.3 q`` wide past the photo's edge, ``t`` the distance past the edge over that width (negative
+    inside the photo); the crop is mixed with itself blurred (Gaussian, sigma ``0.02 q``) with weight
+    ``clip(3 t + 1, 0, 1)`` (which reaches a third of the band into the photo, so the blur has no edge
+    of its own), then toward its per-channel median with weight ``clip(t, 0, 1)``. FFHQ works on the
+    padded photo; here the same weights are evaluated per crop pixel, through the crop's matrix.
+
+    Args:
+        crops: :math:`(N, C, S, S)` crops cut with :func:`warp_to_crops` (reflection outside the photo).
+        matrices: :math:`(N, 2, 3)` the original-to-crop matrices they were cut with.
+        height, width: the photo's size.
+
+    Returns:
+        The crops; those that reach more than half a pixel past the photo changed, the others returned
+        as they were (the same tensor rows, bit for bit).
+    """
+    size = crops.shape[-1]
+    inverse = np.asarray(invert_affine(np.asarray(matrices.detach().cpu() if isinstance(matrices, Tensor)
+                                                  else matrices, np.float64).reshape(-1, 2, 3)))
+    grid = np.stack(np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64),
+                                indexing="xy"), -1)  # (S, S, 2): x, y of each crop pixel
+    out = []
+    for crop, inv in zip(crops, inverse):
+        source = grid @ inv[:, :2].T + inv[:, 2]  # each crop pixel's place in the photo
+        beyond = np.maximum(np.maximum(-source[..., 0], source[..., 0] - (width - 1)),
+                            np.maximum(-source[..., 1], source[..., 1] - (height - 1)))  # px past the edge
+        if beyond.max() <= 0.5:
+            out.append(crop)
+            continue
+        side = np.hypot(*inv[:, 0]) * size  # the crop's side in photo pixels
+        t = torch.from_numpy(beyond / max(0.3 * side, 1.0)).to(crop)[None]
+        sigma = max(0.02 * size, 0.5)  # 0.02 of the side, in crop pixels
+        kernel = int(2 * round(3 * sigma) + 1)
+        blurred = gaussian_blur2d(crop[None], (kernel, kernel), (sigma, sigma), border_type="reflect")[0]
+        crop = crop + (blurred - crop) * (3 * t + 1).clamp(0, 1)
+        median = crop.flatten(1).median(dim=1).values[:, None, None]
+        out.append(crop + (median - crop) * t.clamp(0, 1))
+    return torch.stack(out) if out else crops
+
+
 @dataclass
 class AlignedFace:
     """One face cut out of a photo.
@@ -227,12 +274,13 @@ def cut_faces(photo: Tensor, faces: list[Face], size: int, template: str = "ffhq
         scale: multiplies the template's side.
 
     Returns:
-        One :class:`AlignedFace` per face, in order; empty for no faces.
+        One :class:`AlignedFace` per face, in order; empty for no faces. Where a crop reaches past the
+        photo, the part outside is blurred and faded to a flat colour (:func:`fade_padding`).
     """
     if not faces:
         return []
     matrices = np.stack([quad_to_matrix(template_quad(f.landmarks, template, scale), size) for f in faces])
-    crops = warp_to_crops(photo, matrices, size)
+    crops = fade_padding(warp_to_crops(photo, matrices, size), matrices, *photo.shape[-2:])
     return [AlignedFace(face, crop, matrix) for face, crop, matrix in zip(faces, crops, matrices)]
 
 
