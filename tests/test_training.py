@@ -258,6 +258,8 @@ def test_bf16_autocast_and_channels_last_train(tmp_path, demo_root):
 def _train_cmd(data_root, *extra):
     return [
         sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "demo.yaml"),
+        # tiny at its own 32/64 px (the demo doubles it), the size the in-process checks below build
+        "--model.model_overrides", "null",
         "--data.root", str(data_root), "--data.num_workers", "0", "--data.batch_size", "2",
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", *extra,
