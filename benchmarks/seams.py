@@ -6,7 +6,8 @@ where the kind's mask goes from 0 to 1 (its weight, warped into the photo, stric
 0.98):
 
 - ``gradient``: the result's gradient energy on the ring over the photo's own gradient energy there
-  (1: the ring is as busy as the photo was; a sticker's edge adds energy);
+  (1: the ring is as busy as the photo was; a sticker's edge adds energy), and ``off``, how far it is
+  from 1 either way, per photo (a smooth face pasted over the photo's hair or skin takes energy away);
 - ``step``: the colour step across the ring, in grey levels: what the paste changed just inside the
   ring (weight >= 0.98; the change just outside is nil), per ring pixel the length of the RGB change
   averaged locally (a Gaussian about as wide as the ring), averaged over the ring;
@@ -237,15 +238,20 @@ def main() -> None:
         for kind in kinds:
             values = {m: float(np.nanmean([r[kind][m] for r in results])) if results else float("nan")
                       for m in ("gradient", "step", "ms")}
+            # Off from 1 either way, per photo: a sticker's edge makes the ring busier than the photo, a
+            # smooth face pasted over the photo's texture (hair, skin) makes it quieter; both show.
+            values["off"] = float(np.nanmean([abs(r[kind]["gradient"] - 1) for r in results])) if results \
+                else float("nan")
             table.append({"photos": group, "count": len(results), "kind": kind, **values})
     square = {r["photos"]: r for r in table if r["kind"] == "square"}
     for row in table:
         row["gradient_vs_square"] = row["gradient"] / square[row["photos"]]["gradient"]
-    lines = ["| photos | kind | gradient ratio | vs square | colour step (grey levels) | blend + paste (ms/face) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| photos | kind | gradient ratio | vs square | off from 1 | colour step (grey levels) "
+             "| blend + paste (ms/face) |",
+             "|---|---|---|---|---|---|---|"]
     for row in table:
         lines.append(f"| {row['photos']} ({row['count']}) | {row['kind']} | {row['gradient']:.2f} | "
-                     f"{row['gradient_vs_square']:.2f} | {row['step']:.1f} | {row['ms']:.1f} |")
+                     f"{row['gradient_vs_square']:.2f} | {row['off']:.2f} | {row['step']:.1f} | {row['ms']:.1f} |")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),

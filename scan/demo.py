@@ -52,7 +52,7 @@ DATA_SIZE = 144
 
 # The paste-back of the demo's portrait: the blend kind with the least seam in benchmarks/seams.py on the
 # demo model (README, "Paste-back").
-DEMO_MASK = "hull-colour"
+DEMO_MASK = "hull-seamless"
 
 QUICK_TRAIN_ARGS = [
     "--model.schedule", '[{"stage": 1, "epochs": 1, "decay_epochs": 0}, {"stage": 2, "epochs": 1, "decay_epochs": 0}]',

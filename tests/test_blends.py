@@ -61,6 +61,29 @@ def test_poisson_blend_agrees_with_opencv_seamless_clone_on_a_square():
     assert difference.mean() < 4  # grey levels: the same solution, discretised a little differently
 
 
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    return x[:, 1:-1, :-2] + x[:, 1:-1, 2:] + x[:, :-2, 1:-1] + x[:, 2:, 1:-1] - 4 * x[:, 1:-1, 1:-1]
+
+
+def test_guided_poisson_blend_keeps_each_side_s_gradients_where_the_weight_says():
+    torch.manual_seed(0)
+    photo, translated = torch.rand(3, 48, 48) * 2 - 1, torch.rand(3, 48, 48) * 2 - 1
+    photo, translated = 0.4 * photo, 0.4 * translated + 0.3  # no clipping at [-1, 1]
+    # Weight 1 everywhere: the plain Poisson blend; weight 0: the photo itself.
+    plain = poisson_blend(translated, photo)
+    assert (poisson_blend(translated, photo, torch.ones(1, 48, 48)) - plain).abs().max() < 1e-5
+    assert (poisson_blend(translated, photo, torch.zeros(48, 48)) - photo).abs().max() < 1e-5
+    # Left half 0, right half 1: the left keeps the photo's texture (only a harmonic correction, whose
+    # Laplacian is 0), the right the translation's; and no step where they meet.
+    weight = torch.zeros(48, 48)
+    weight[:, 24:] = 1
+    out = poisson_blend(translated, photo, weight)
+    rows = slice(SEAM_MARGIN + 2, 48 - SEAM_MARGIN - 4)
+    assert _laplacian(out - photo)[:, rows, SEAM_MARGIN + 2:20].abs().max() < 1e-4
+    assert _laplacian(out - translated)[:, rows, 26:48 - SEAM_MARGIN - 4].abs().max() < 1e-4
+    assert _laplacian(out - photo)[:, rows, 26:40].abs().max() > 0.1  # the right half is not the photo's
+
+
 @pytest.mark.parametrize("size", [4, 8, 16])
 def test_poisson_blend_on_tiny_crops_does_not_fail(size):
     photo, translated = torch.zeros(3, size, size), torch.ones(3, size, size)
@@ -92,7 +115,7 @@ def astronaut_face() -> tuple[torch.Tensor, AlignedFace]:
     return pixels, cut_faces(pixels, [detect_faces(photo, "dlib")[0]], 64)[0]
 
 
-@pytest.mark.parametrize("kind", ["seamless", "square-colour", "hull-colour"])
+@pytest.mark.parametrize("kind", ["seamless", "hull-seamless", "square-colour", "hull-colour"])
 def test_each_seam_kind_gives_a_crop_and_a_mask_zero_on_the_border(astronaut_face, kind):
     pixels, face = astronaut_face
     translated = torch.full((3, 64, 64), 0.9)  # a bright flat "translation": the seam would show
@@ -205,7 +228,7 @@ def test_every_registered_kind_through_infer_the_web_page_and_video(tmp_path, pa
     models = web.Models([tmp_path / "tiny.pt"], device="cpu", landmarks="dlib")
     translator = Translator.from_checkpoint(tmp_path / "tiny.pt", device="cpu")
     kinds = blend_kinds()
-    assert {"square", "hull", "seamless", "square-colour", "hull-colour", "parsing"} <= set(kinds)
+    assert {"square", "hull", "seamless", "hull-seamless", "square-colour", "hull-colour", "parsing"} <= set(kinds)
     far = (slice(440, None), slice(0, 60))  # far from the face: the photo, bit for bit
     for kind in kinds:
         out = tmp_path / f"{kind}.png"
@@ -237,3 +260,12 @@ def test_the_parsing_mask_without_a_model_is_one_line_from_infer(tmp_path, capsy
                              "--output", str(tmp_path / "out.png"), "--mask", "parsing"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status != 0 and len(err) == 1 and "face-parsing network" in err[0] and PARSING_ENV in err[0]
+
+
+def test_seamless_docstring_examples_run():
+    import doctest
+
+    from scan.align import seamless
+
+    result = doctest.testmod(seamless, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0

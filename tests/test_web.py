@@ -18,7 +18,7 @@ from skimage import data as skdata
 
 import scan
 from scan.errors import UserError
-from scan.outputs import atomic_write, short_labels
+from scan.outputs import short_labels
 from scan.translator import Translator
 
 gr = pytest.importorskip("gradio", reason='scan-web needs the web extra: pip install -e ".[web]"')
@@ -199,9 +199,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def test_a_browser_uploads_the_astronaut_and_sees_the_result(server, files, tmp_path):
     """Headless Chromium: the page loads (nothing fetched from outside this machine), the astronaut is
     uploaded, Translate clicked, the result shown; then a faceless image gives its one-line error,
-    and a photo taken with the (synthetic) webcam is translated.
-
-    SCAN_WEB_SCREENSHOT=docs/web_page.png also writes the screenshot there (the README's)."""
+    and a photo taken with the (synthetic) webcam is translated. (docs/web_page.py takes the README's
+    picture the same way, on a trained model.)"""
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("no Chromium here: .ci/run installs Debian's with apt-get (apt-get install chromium)")
@@ -259,8 +258,3 @@ def test_a_browser_uploads_the_astronaut_and_sees_the_result(server, files, tmp_
     assert Image.open(screenshot).size[0] == 1200
     assert re.fullmatch(r"the aligned crop translated a2b by .* in \d+\.\d\d s \(\d+x\d+ px\)", captured), captured
     print(f"\nround trip (click to result shown): {round_trip:.2f} s")
-    target = os.environ.get("SCAN_WEB_SCREENSHOT")
-    if target:
-        shown = Image.open(screenshot).convert("RGB")
-        shown = shown.resize((900, round(shown.height * 900 / shown.width)), Image.Resampling.LANCZOS)
-        atomic_write(ROOT / target, lambda tmp: shown.quantize(256).save(tmp, optimize=True))

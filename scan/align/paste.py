@@ -4,8 +4,9 @@
 A blend kind is a function of the photo, the translated crop and the aligned face that returns the
 crop to paste and the mask to paste it through (:class:`Blend`), both in crop space. Built in:
 ``square`` (a rounded, feathered square) and ``hull`` (the landmarks' hull raised over the forehead)
-here; ``seamless`` (Poisson blending over the square), ``square-colour`` and ``hull-colour`` (colours
-matched to the photo's at the edge) in ``seamless.py``; ``parsing`` (face and hair from the user's
+here; ``seamless`` (Poisson blending over the square), ``hull-seamless`` (the same, guided by the
+hull), ``square-colour`` and ``hull-colour`` (colours matched to the photo's at the edge) in
+``seamless.py``; ``parsing`` (face and hair from the user's
 face-parsing network) in ``parsing.py``.
 More plug in without editing scan, as stage kinds do (:func:`register_blend`); ``infer.py --mask``,
 the web page and :class:`scan.portrait.PortraitOptions` accept every registered name.

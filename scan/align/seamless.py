@@ -1,5 +1,5 @@
-"""Blend kinds that hide the seam: ``seamless`` (gradient-domain, Poisson, blending, solved with a
-sine transform) and the colour-matched ``square-colour`` and ``hull-colour``.
+"""Blend kinds that hide the seam: ``seamless`` and ``hull-seamless`` (gradient-domain, Poisson,
+blending, solved with a sine transform) and the colour-matched ``square-colour`` and ``hull-colour``.
 
 A translated face pasted through a feathered mask still reads as a sticker when its colours differ
 from the photo's where the two meet. ``seamless`` keeps the translated crop's gradients and takes its
@@ -42,6 +42,16 @@ def _fast_length(limit: int) -> int:
     return 1
 
 
+def _solve_dirichlet(rhs: np.ndarray) -> np.ndarray:
+    """The ``(C, n, n)`` solution of the 5-point Poisson equation ``laplacian(h) = rhs`` that is 0 on
+    the square's edge, exactly, with a type-I discrete sine transform."""
+    n = rhs.shape[-1]
+    k = np.arange(1, n + 1)
+    eig = (2 * np.cos(np.pi * k / (n + 1)) - 2).astype(np.float32)
+    return scipy.fft.idstn(scipy.fft.dstn(rhs, type=1, axes=(1, 2)) / (eig[:, None] + eig[None, :]),
+                           type=1, axes=(1, 2))
+
+
 def harmonic_fill(values: np.ndarray, start: int, length: int) -> np.ndarray:
     """The harmonic function (Laplace's equation, 5-point stencil) inside the square
     ``[start, start + length]^2`` that equals ``values`` on its edge, solved exactly with a type-I
@@ -62,27 +72,43 @@ def harmonic_fill(values: np.ndarray, start: int, length: int) -> np.ndarray:
     rhs[:, -1, :] -= edge[:, b, a + 1:b]
     rhs[:, :, 0] -= edge[:, a + 1:b, a]
     rhs[:, :, -1] -= edge[:, a + 1:b, b]
-    k = np.arange(1, n + 1)
-    eig = (2 * np.cos(np.pi * k / (n + 1)) - 2).astype(np.float32)
-    spectrum = scipy.fft.dstn(rhs, type=1, axes=(1, 2)) / (eig[:, None] + eig[None, :])
     out = values.copy()
-    out[:, a + 1:b, a + 1:b] = scipy.fft.idstn(spectrum, type=1, axes=(1, 2))
+    out[:, a + 1:b, a + 1:b] = _solve_dirichlet(rhs)
     return out
 
 
-def poisson_blend(translated: Tensor, photo_crop: Tensor) -> Tensor:
-    """Gradient-domain (Poisson) blending in crop space: the crop with the translated crop's
-    gradients inside a square :data:`SEAM_MARGIN` or so pixels in from the border, and the photo
-    crop's values on that square's edge (and outside it).
+def _weighted_divergence(field: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``div(weight * grad(field))`` with forward differences for the gradient, the weight averaged
+    onto each pair's midpoint, and backward differences for the divergence (the 5-point Laplacian where
+    the weight is 1). ``field``: ``(C, S, S)``; ``weight``: ``(S, S)``."""
+    gx = np.zeros_like(field)
+    gy = np.zeros_like(field)
+    gx[:, :, :-1] = (field[:, :, 1:] - field[:, :, :-1]) * ((weight[:, 1:] + weight[:, :-1]) / 2)[None]
+    gy[:, :-1, :] = (field[:, 1:, :] - field[:, :-1, :]) * ((weight[1:, :] + weight[:-1, :]) / 2)[None]
+    div = gx + gy
+    div[:, :, 1:] -= gx[:, :, :-1]
+    div[:, 1:, :] -= gy[:, :-1, :]
+    return div
 
-    The solution is the translated crop plus the harmonic function that equals ``photo - translated``
-    on the edge: what OpenCV's ``seamlessClone`` (normal clone) computes for a square mask, solved
-    here with a sine transform in a quarter of its time or less (``tests/test_blends.py`` checks
-    the two agree).
+
+def poisson_blend(translated: Tensor, photo_crop: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Gradient-domain (Poisson) blending in crop space: the crop whose gradients are the translated
+    crop's inside a square :data:`SEAM_MARGIN` or so pixels in from the border (or, with ``weight``,
+    ``weight * grad(translated) + (1 - weight) * grad(photo)``), and whose values on that square's edge
+    (and outside it) are the photo crop's.
+
+    Without ``weight`` the solution is the translated crop plus the harmonic function that equals
+    ``photo - translated`` on the edge: what OpenCV's ``seamlessClone`` (normal clone) computes for a
+    square mask, solved here with a sine transform in a quarter of its time or less
+    (``tests/test_blends.py`` checks the two agree). With ``weight`` (a soft face mask) the photo keeps
+    its own texture where the weight is 0, and only a smooth colour correction spreads there from the
+    face: no edge where the two meet.
 
     Args:
         translated: the translated crop, in ``[-1, 1]``.
         photo_crop: the photo's crop of the same face, in ``[-1, 1]``.
+        weight: optional :math:`(1, S, S)` or :math:`(S, S)` in ``[0, 1]``: whose gradients to keep
+            where (1: the translation's, 0: the photo's).
 
     Returns:
         :math:`(3, S, S)` in ``[-1, 1]``, on ``translated``'s device; the photo crop itself for a crop
@@ -90,6 +116,11 @@ def poisson_blend(translated: Tensor, photo_crop: Tensor) -> Tensor:
 
     Shape:
         - translated, photo_crop: :math:`(3, S, S)`
+
+    Example:
+        >>> photo, face = torch.zeros(3, 32, 32), torch.full((3, 32, 32), 0.5)
+        >>> bool(poisson_blend(face, photo).abs().max() < 1e-5)  # a flat face: only an offset, removed
+        True
     """
     size = translated.shape[-1]
     t = translated.detach().float().cpu().numpy()
@@ -98,10 +129,17 @@ def poisson_blend(translated: Tensor, photo_crop: Tensor) -> Tensor:
     if length < 3:
         return photo_crop.to(translated)
     start = (size - 1 - length) // 2
-    difference = harmonic_fill(p - t, start, length)
+    a, b = start + 1, start + length  # the solved interior: [a, b)
+    if weight is None:
+        out = t + harmonic_fill(p - t, start, length)
+    else:  # the photo plus h, where laplacian(h) = div(weight * grad(t - p)) and h = 0 on the edge
+        w = weight.detach().float().cpu().numpy().reshape(size, size)
+        rhs = _weighted_divergence(t - p, w)[:, a:b, a:b]
+        out = p.copy()
+        out[:, a:b, a:b] += _solve_dirichlet(rhs)
     inside = np.zeros((size, size), bool)
-    inside[start + 1:start + length, start + 1:start + length] = True
-    out = np.where(inside, t + difference, p).clip(-1, 1)
+    inside[a:b, a:b] = True
+    out = np.where(inside, out, p).clip(-1, 1).astype(np.float32)
     return torch.from_numpy(out).to(translated)
 
 
@@ -163,3 +201,14 @@ def hull_colour_blend(photo: Tensor, translated: Tensor, face: AlignedFace) -> B
     """The ``hull`` kind with the crop's colours matched to the photo's along the hull's edge."""
     mask = landmark_hull_mask(face.landmarks_in_crop, translated.shape[-1])
     return Blend(match_border_colour(translated, face.crop, border_ring(mask)), mask)
+
+
+@register_blend("hull-seamless")
+def hull_seamless_blend(photo: Tensor, translated: Tensor, face: AlignedFace) -> Blend:
+    """Poisson blending guided by the face: the translation's gradients inside the landmarks' hull
+    (the ``hull`` kind's mask), the photo's own outside it (hair, background), and the photo's values
+    at the square's edge; pasted through the rounded square, near whose edge the solution is the photo
+    with a smooth colour correction. The face takes the photo's light, and no edge is left anywhere."""
+    size = translated.shape[-1]
+    guide = landmark_hull_mask(face.landmarks_in_crop, size)
+    return Blend(poisson_blend(translated, face.crop, guide), rounded_square_mask(size))

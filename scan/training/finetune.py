@@ -184,7 +184,8 @@ def load_initial_weights(model: SCAN, path: str | os.PathLike[str]) -> list[str]
         raise InitFromError(
             f"init_from: {path} holds another model than the one to train (--model.model): "
             f"{_listed(differences) or 'the same config'}; weights "
-            f"{', '.join(weights) or 'of the same names and shapes'}. Set --model.model to the file's "
+            f"{', '.join(weights) or 'of the same names and shapes'}. Set --model.model (and "
+            f"--model.model_overrides) to the file's "
             f"({_preset_hint(theirs)}), or start from a file of this model"
         )
     model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
