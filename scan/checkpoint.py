@@ -4,6 +4,10 @@ A scan model file is ``torch.save`` of a dict of plain data and tensors::
 
     {"format": "scan-model", "format_version": 1, "config": {...}, "state_dict": {...}}
 
+An inference-only file (``save_model(..., inference=True)``) holds the generators of one direction or
+both and no discriminators, and says so: ``"format_version": 2, "inference": {"directions": [...]}``
+(a scan too old to know the entry refuses the file as "written by a newer scan").
+
 It is always read back with ``torch.load(weights_only=True)``, whose unpickler only rebuilds tensors
 and plain containers: a file crafted to run code on load is refused instead of executed. Lightning
 checkpoints written by :mod:`scan.training` carry the same ``config`` entry and load here too.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,14 @@ import torch
 
 from scan.config import SCANConfig
 from scan.errors import UserError
-from scan.model import SCAN
+from scan.model import DIRECTIONS, GENERATOR_NAMES, SCAN, Direction
 from scan.outputs import atomic_write
 
-__all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save"]
+__all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "inference_directions"]
 
 FORMAT = "scan-model"
 FORMAT_VERSION = 1
+INFERENCE_FORMAT_VERSION = 2  # the first that may carry an "inference" entry
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -39,21 +45,45 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_model(model: SCAN, path: str | os.PathLike[str]) -> Path:
+def save_model(model: SCAN, path: str | os.PathLike[str], inference: bool = False,
+               directions: Sequence[Direction] | None = None) -> Path:
     """Write ``model``'s config and weights to one file (atomically).
 
     Args:
         model: the model to save.
         path: destination, conventionally ``*.pt``.
+        inference: keep only what translating needs: the generators (every stage and fusion block)
+            of ``directions``, no discriminators. Such a file translates exactly as the full one does
+            (the same weights) and is refused for training.
+        directions: with ``inference``, the directions to keep (default: every one the model holds).
 
     Returns:
         The path written.
+
+    Example:
+        >>> import scan, tempfile, pathlib
+        >>> model = scan.create_model("tiny")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     small = save_model(model, pathlib.Path(tmp) / "a2b.pt", inference=True, directions=["a2b"])
+        ...     scan.load_model(small).directions
+        ('a2b',)
     """
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_save(
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(), "state_dict": state},
-        path,
-    )
+    if directions is not None and not inference:
+        raise ValueError("directions= chooses what an inference-only file keeps: pass inference=True too")
+    kept = tuple(model.directions if directions is None else directions)
+    if not kept or any(d not in DIRECTIONS for d in kept):
+        raise ValueError(f"directions must be some of {DIRECTIONS}, got {tuple(directions or ())}")
+    for direction in kept:
+        model.generator(direction)  # MissingPartError where an inference-only model lacks it
+    prefixes = tuple(f"{GENERATOR_NAMES[d]}." for d in kept)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not inference or k.startswith(prefixes)}
+    if not inference and not model.trainable:
+        inference = True  # an inference-only model saved as it is stays marked so
+    entry: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+                             "state_dict": state}
+    if inference:
+        entry.update(format_version=INFERENCE_FORMAT_VERSION, inference={"directions": list(kept)})
+    return atomic_save(entry, path)
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -100,7 +130,7 @@ def _model_parts(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict
         version = data.get("format_version", 0)
         if not isinstance(version, int):
             raise CheckpointError(f"{path}: format_version is a {type(version).__name__}, not an int")
-        if version > FORMAT_VERSION:
+        if version > INFERENCE_FORMAT_VERSION:
             raise CheckpointError(f"{path}: written by a newer scan (format {version})")
         config, state = data.get("config"), data.get("state_dict")
     elif isinstance(data.get("scan"), dict) and "state_dict" in data:  # a Lightning checkpoint of scan.training
@@ -123,8 +153,25 @@ def _model_parts(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict
     return config, state
 
 
+def inference_directions(data: dict[str, Any], path: Path) -> tuple[Direction, ...] | None:
+    """The directions an inference-only model file holds; ``None`` for a full model or checkpoint.
+
+    Raises:
+        CheckpointError: a malformed ``inference`` entry.
+    """
+    entry = data.get("inference") if data.get("format") == FORMAT else None
+    if entry is None:
+        return None
+    directions = entry.get("directions") if isinstance(entry, dict) else None
+    if (not isinstance(directions, list) or not directions or len(set(directions)) != len(directions)
+            or any(d not in DIRECTIONS for d in directions)):
+        raise CheckpointError(f"{path}: its 'inference' entry must list some of {DIRECTIONS}, got {entry!r}")
+    return tuple(d for d in DIRECTIONS if d in directions)
+
+
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SCAN:
-    """Rebuild a model saved by :func:`save_model` (or a scan training checkpoint).
+    """Rebuild a model saved by :func:`save_model` (or a scan training checkpoint); an inference-only
+    file gives an inference-only model (:attr:`SCAN.directions`, no discriminators).
 
     Args:
         path: the file.
@@ -139,10 +186,12 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
             mis-shaped keys).
     """
     path = Path(path)
-    config_dict, state = _model_parts(read_checkpoint(path, map_location), path)
+    data = read_checkpoint(path, map_location)
+    config_dict, state = _model_parts(data, path)
+    inference = inference_directions(data, path)
     try:
         config = SCANConfig.from_dict(config_dict)
-        model = SCAN(config)
+        model = SCAN(config, inference=inference)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: invalid model config ({e})") from None
     expected = model.state_dict()

@@ -1,6 +1,8 @@
-"""Export one direction's whole stack (every stage and fusion block) to ONNX or TorchScript.
+"""Export one direction's whole stack (every stage and fusion block) to ONNX or TorchScript, or an
+inference-only scan model file (one direction or both, no discriminators).
 
     scan-export --checkpoint model.pt --format onnx --direction a2b --output a2b.onnx
+    scan-export --checkpoint model.pt --format scan --output small.pt          # both directions
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from scan.checkpoint import load_model
+from scan.checkpoint import load_model, save_model
 from scan.errors import UserError, add_debug_flag, image_side, run_command
 from scan.generator import StackedGenerator
 from scan.model import DIRECTIONS, SCAN
@@ -22,7 +24,8 @@ from scan.outputs import OutputPlan, atomic_write
 
 __all__ = ["FinalOutput", "export_model", "main", "build_parser", "FORMATS"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "scan")
+BOTH = "both"  # --direction for a scan file that keeps both directions
 
 
 class FinalOutput(nn.Module):
@@ -42,13 +45,15 @@ class FinalOutput(nn.Module):
 
 
 class ExportSizeError(UserError, ValueError):
-    """An export size the stack cannot take."""
+    """An export the format or the stack cannot take: a size, or a direction."""
 
 
 def export_model(
     model: SCAN, path: str | os.PathLike[str], format: str = "onnx", direction: str = "a2b", size: int | None = None
 ) -> Path:
-    """Export ``model``'s ``direction`` stack for a fixed input size (default: the model's top size).
+    """Export ``model``'s ``direction`` stack for a fixed input size (default: the model's top size),
+    or (``format="scan"``) an inference-only scan model file (:func:`scan.save_model`
+    ``(inference=True)``) of ``direction`` or of ``"both"``, which takes any size the model does.
 
     ONNX files are self-contained (weights inside, no ``.data`` side file), input ``image`` and
     output ``translated``, both ``(1, 3, size, size)`` in ``[-1, 1]``.
@@ -59,11 +64,18 @@ def export_model(
         The written path.
 
     Raises:
-        ValueError: an unknown format, or a size the stack cannot take (the message names the
-            multiple it needs).
+        ValueError: an unknown format, ``"both"`` for a format that holds one direction, or a size
+            the stack cannot take (the message names the multiple it needs).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format == "scan":
+        if size is not None:
+            raise ExportSizeError("--size: a scan model file takes any size the model does; give none")
+        return save_model(model, path, inference=True,
+                          directions=model.directions if direction == BOTH else [direction])
+    if direction == BOTH:
+        raise ExportSizeError(f"direction {BOTH!r}: an {format} file holds one direction (a2b or b2a)")
     size = model.config.top_size if size is None else size
     multiple = 2 ** (model.num_stages - 1) * 8
     if size < multiple or size % multiple:
@@ -93,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Export a scan model's stack to ONNX / TorchScript.")
     parser.add_argument("--checkpoint", required=True, type=Path, help="scan model file or training checkpoint")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
-    parser.add_argument("--direction", choices=DIRECTIONS, default="a2b")
+    parser.add_argument("--direction", choices=(*DIRECTIONS, BOTH), default=None,
+                        help="default: a2b (onnx, torchscript), both (scan)")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--size", type=image_side, default=None,
                         help="input side (default: the model's top size)")
@@ -106,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite).claim(args.output)
     model = load_model(args.checkpoint)
-    path = export_model(model, args.output, args.format, args.direction, args.size)
-    print(f"wrote {path} ({args.format}, {args.direction}, {model.num_stages} stage(s))")
+    direction = args.direction or (BOTH if args.format == "scan" else "a2b")
+    path = export_model(model, args.output, args.format, direction, args.size)
+    size = f", {path.stat().st_size / 1e6:.2f} MB" if args.format == "scan" else ""
+    print(f"wrote {path} ({args.format}, {direction}, {model.num_stages} stage(s){size})")
     return 0
 
 

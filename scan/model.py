@@ -9,15 +9,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scan.config import SCANConfig
+from scan.errors import UserError
 from scan.generator import StackedGenerator, StackOutput, downsample
 from scan.imageops import as_model_input
 from scan.losses import gan_loss
 from scan.stages import PatchDiscriminator, init_weights
 
-__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS", "Augment"]
+__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS", "Augment", "MissingPartError",
+           "GENERATOR_NAMES"]
 
 DIRECTIONS = ("a2b", "b2a")
 Direction = str
+GENERATOR_NAMES = {"a2b": "G_ab", "b2a": "G_ba"}  # each direction's generator, as named in state dicts
 # What the discriminators see instead of an image, e.g. scan.diffaugment.DiffAugment: a differentiable map
 # of a batch in [-1, 1] to a batch of the same shape.
 Augment = Callable[[Tensor], Tensor]
@@ -25,6 +28,10 @@ Augment = Callable[[Tensor], Tensor]
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+class MissingPartError(UserError, ValueError):
+    """An inference-only model asked for what it does not hold: a dropped direction, or training."""
 
 
 @dataclass
@@ -59,16 +66,36 @@ class SCAN(nn.Module):
 
     Args:
         config: the model's config (see :func:`scan.create_model` for presets).
+        inference: ``None`` (the default) builds everything training needs. A tuple of directions
+            builds an inference-only model: those directions' generators (stages and fusion blocks)
+            and no discriminators, as :func:`scan.save_model` ``(inference=True)`` files hold. It
+            translates exactly as the full model does and refuses to train.
     """
 
-    def __init__(self, config: SCANConfig) -> None:
+    G_ab: StackedGenerator
+    G_ba: StackedGenerator
+
+    def __init__(self, config: SCANConfig, inference: tuple[Direction, ...] | None = None) -> None:
         super().__init__()
         self.config = config
-        self.G_ab = StackedGenerator(config)
-        self.G_ba = StackedGenerator(config)
-        self.D_a = nn.ModuleList(self._discriminator(k) for k in range(config.num_stages))
-        self.D_b = nn.ModuleList(self._discriminator(k) for k in range(config.num_stages))
+        if inference is not None and (not inference or set(inference) - set(DIRECTIONS)):
+            raise ValueError(f"inference must name some of {DIRECTIONS}, got {inference!r}")
+        # The directions this model holds; the discriminators only where it can train.
+        self.directions: tuple[Direction, ...] = tuple(d for d in DIRECTIONS if inference is None or d in inference)
+        self.trainable = inference is None
+        for direction in self.directions:
+            setattr(self, GENERATOR_NAMES[direction], StackedGenerator(config))
+        stages = range(config.num_stages) if self.trainable else range(0)
+        self.D_a = nn.ModuleList(self._discriminator(k) for k in stages)
+        self.D_b = nn.ModuleList(self._discriminator(k) for k in stages)
         init_weights(self)
+
+    def require_training_parts(self) -> None:
+        """Raise :class:`MissingPartError` on an inference-only model (what training calls first)."""
+        if not self.trainable:
+            raise MissingPartError(
+                f"this is an inference-only model ({'/'.join(self.directions)}, no discriminators): it "
+                "translates but cannot train; train or fine-tune from the full model file or a checkpoint")
 
     def _discriminator(self, k: int) -> PatchDiscriminator:
         d = self.config.stages[k].discriminator
@@ -85,12 +112,21 @@ class SCAN(nn.Module):
     def networks(self) -> list[nn.Module]:
         """Both directions' stage generators and fusion blocks, and every discriminator: what
         ``torch.compile`` compiles one by one."""
-        return [*self.G_ab.networks(), *self.G_ba.networks(), *self.D_a, *self.D_b]
+        held = [self.generator(d) for d in self.directions]
+        return [*(n for g in held for n in g.networks()), *self.D_a, *self.D_b]
 
     def generator(self, direction: Direction) -> StackedGenerator:
-        """``G_ab`` for ``"a2b"``, ``G_ba`` for ``"b2a"``."""
+        """``G_ab`` for ``"a2b"``, ``G_ba`` for ``"b2a"``.
+
+        Raises:
+            ValueError: an unknown direction.
+            MissingPartError: an inference-only model that does not hold ``direction``.
+        """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if direction not in self.directions:
+            raise MissingPartError(f"this inference-only model holds {'/'.join(self.directions)} only, not "
+                                   f"{direction}")
         return self.G_ab if direction == "a2b" else self.G_ba
 
     def translate(self, x: Tensor, direction: Direction = "a2b", upto: int | None = None) -> StackOutput:
@@ -111,6 +147,7 @@ class SCAN(nn.Module):
     def stage_modules(self, stage: int) -> tuple[list[nn.Module], list[nn.Module]]:
         """The generator-side modules (both generators' stage and fusion block) and the
         discriminators that are trained while ``stage`` is the active one."""
+        self.require_training_parts()
         self._check_stage(stage)
         k = stage - 1
         gens: list[nn.Module] = [self.G_ab.stages[k], self.G_ba.stages[k]]
@@ -139,6 +176,7 @@ class SCAN(nn.Module):
         Returns:
             A :class:`GeneratorStep`; only ``loss`` carries a graph.
         """
+        self.require_training_parts()
         self._check_stage(stage)
         cfg = self.config.loss
         k = stage - 1
@@ -199,6 +237,7 @@ class SCAN(nn.Module):
         Returns:
             ``(loss, terms)``; each discriminator's loss is halved, as in CycleGAN.
         """
+        self.require_training_parts()
         self._check_stage(stage)
         mode, k = self.config.loss.gan_mode, stage - 1
         judge = augment or _identity

@@ -103,7 +103,7 @@ class Models:
         first: Translator | None = None
         for label, path in zip(labels, checkpoints):
             model = load_model(path)
-            for direction in DIRECTIONS:
+            for direction in model.directions:  # an inference-only file may hold one
                 translator = Translator(model, direction, device, precision)
                 if first is None:
                     first = translator
@@ -127,6 +127,8 @@ class Models:
         _check_choice("direction", direction, DIRECTIONS)
         label = self._by_path.get(label, label)
         _check_choice("model", label, self.labels)
+        if (label, direction) not in self.translators:
+            raise InputError(f"model {label!r} is an inference-only file that holds no {direction} translator")
         return self.translators[label, direction]
 
 

@@ -287,7 +287,8 @@ def test_training_with_diff_augment_shows_the_discriminators_only_augmented_imag
 def _train_args(root, *extra) -> list[str]:
     # The config's overrides make the demo model's 64/128 px; these tests fine-tune plain tiny files.
     return ["fit", "--config", str(ROOT / "configs" / "finetune.yaml"), "--data.root", str(root),
-            "--model.model_overrides", "{}", "--data.num_workers", "0", "--data.batch_size", "2", "--trainer.accelerator", "cpu",
+            "--model.model_overrides", "{}", "--data.num_workers", "0", "--data.batch_size", "2",
+            "--trainer.accelerator", "cpu",
             "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "2", *extra]
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from scan.checkpoint import CheckpointError, _model_parts, read_checkpoint
+from scan.checkpoint import CheckpointError, _model_parts, inference_directions, read_checkpoint
 from scan.config import SCANConfig
 from scan.model import SCAN
 from scan.registry import create_config, list_models
@@ -157,18 +157,24 @@ def load_initial_weights(model: SCAN, path: str | os.PathLike[str]) -> list[str]
         The parts left as they were: ``["discriminators"]`` where the file holds none, else ``[]``.
 
     Raises:
-        InitFromError: the file is missing, unreadable, unsafe or no scan model, or its architecture
+        InitFromError: the file is missing, unreadable, unsafe, no scan model or an inference-only one
+            (:func:`scan.save_model` ``(inference=True)``), or its architecture
             differs from ``model``'s; one line naming the differing config fields and the first
             missing, unexpected and mis-shaped weights.
     """
     path = Path(path)
     try:
-        config, state = _model_parts(read_checkpoint(path), path)
+        data = read_checkpoint(path)
+        config, state = _model_parts(data, path)
+        kept = inference_directions(data, path)
         theirs = SCANConfig.from_dict(config)
     except CheckpointError as error:
         raise InitFromError(f"init_from: {error}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise InitFromError(f"init_from: {path}: invalid model config ({error})") from None
+    if kept is not None:
+        raise InitFromError(f"init_from: {path} is an inference-only model file ({'/'.join(kept)}, no "
+                            "discriminators), which cannot train: start from the full model file or a checkpoint")
     expected = model.state_dict()
     # A file without discriminators (only generators kept) starts them afresh; one with some must fit.
     keep_fresh = not any(k.startswith(_DISCRIMINATORS) for k in state)
