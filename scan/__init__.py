@@ -10,6 +10,13 @@ Quick start::
     model = scan.load_model("model.pt")
 """
 
+# ruff: noqa: E402
+# First, before anything imports torch: OpenMP reads its wait policy once, when torch loads it (so
+# the imports below come after a statement).
+from scan import runtime as _runtime
+
+_runtime.prefer_passive_waiting()
+
 from scan.checkpoint import CheckpointError, load_model, save_model
 from scan.config import (
     DiscriminatorConfig,

@@ -25,7 +25,7 @@ import torch
 
 from scan.config import SCANConfig
 from scan.errors import UserError
-from scan.model import DIRECTIONS, GENERATOR_NAMES, SCAN, Direction
+from scan.model import DIRECTIONS, GENERATOR_NAMES, SCAN, Direction, MissingPartError
 from scan.outputs import atomic_write
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "inference_directions"]
@@ -169,13 +169,16 @@ def inference_directions(data: dict[str, Any], path: Path) -> tuple[Direction, .
     return tuple(d for d in DIRECTIONS if d in directions)
 
 
-def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SCAN:
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+               directions: Sequence[Direction] | None = None) -> SCAN:
     """Rebuild a model saved by :func:`save_model` (or a scan training checkpoint); an inference-only
     file gives an inference-only model (:attr:`SCAN.directions`, no discriminators).
 
     Args:
         path: the file.
         map_location: where to put the tensors.
+        directions: build only these directions' generators, an inference-only model, whatever the
+            file holds (what a caller that only translates needs: no discriminators are built).
 
     Returns:
         The model, in eval mode.
@@ -184,11 +187,22 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         CheckpointError: the file is unsafe, corrupt, not a scan model, its config is invalid, or its
             weights do not match its config (the message names the missing, unexpected or
             mis-shaped keys).
+        MissingPartError: ``directions`` that an inference-only file does not hold.
     """
     path = Path(path)
     data = read_checkpoint(path, map_location)
     config_dict, state = _model_parts(data, path)
     inference = inference_directions(data, path)
+    if directions is not None:
+        if not directions or any(d not in DIRECTIONS for d in directions):
+            raise ValueError(f"directions must be some of {DIRECTIONS}, got {tuple(directions)}")
+        dropped = [d for d in directions if inference is not None and d not in inference]
+        if dropped:
+            raise MissingPartError(f"{path}: an inference-only file that holds {'/'.join(inference or ())} "
+                                   f"only, not {'/'.join(dropped)}")
+        inference = tuple(d for d in DIRECTIONS if d in directions)
+        kept = tuple(f"{GENERATOR_NAMES[d]}." for d in inference)
+        state = {k: v for k, v in state.items() if k.startswith(kept)}
     try:
         config = SCANConfig.from_dict(config_dict)
         model = SCAN(config, inference=inference)

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 __all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
            "command_errors", "CommandStatus", "add_debug_flag", "each_carrying_on", "report_failures", "positive_int",
-           "int_range", "image_side"]
+           "int_range", "image_side", "true_or_false"]
 
 T = TypeVar("T")
 
@@ -183,6 +183,16 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def true_or_false(text: str) -> bool:
+    """An argparse type: ``true`` / ``false`` (also yes/no, 1/0)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 MAX_IMAGE_SIDE = 8192

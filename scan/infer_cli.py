@@ -41,6 +41,7 @@ from scan.imageio import IMAGE_EXTENSIONS, find_images, load_image
 from scan.model import DIRECTIONS
 from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
 from scan.portrait import CROP_TEMPLATES, PortraitOptions, PortraitResult
+from scan.runtime import budget_threads
 from scan.strips import stage_strip
 from scan.translator import Translator
 from scan.video_cli import translate_video
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=DEFAULT_WORKERS, metavar="N",
                        help="threads that decode, align and paste back photos while the network runs (default "
                             f"{DEFAULT_WORKERS}; 0: all in the main thread)")
+    speed.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                       help="CPU threads scan keeps busy at once: the network's and the workers' (default: "
+                            "the CPUs this process may use); fewer leave room for other work")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the networks before the first image (tens of seconds; pays on a GPU "
                             "for a large folder); where compiling is not available, one error line")
@@ -189,7 +193,7 @@ def _translate_one(translator: Translator, options: PortraitOptions, args: argpa
 
 
 def _translate_folder(translator: Translator, options: PortraitOptions, args: argparse.Namespace, jobs: list[Job],
-                      batch_size: int) -> list[str]:
+                      batch_size: int, workers: int) -> list[str]:
     """Translate a folder's files, carrying on past the ones that fail: the photos in batches
     (:meth:`Translator.portraits`), then the videos one by one, under one progress bar.
 
@@ -199,7 +203,7 @@ def _translate_folder(translator: Translator, options: PortraitOptions, args: ar
     photos = [job for job in jobs if not job.is_video]
     videos = [job for job in jobs if job.is_video]
     results = translator.portraits((functools.partial(_load_photo, job.source, options) for job in photos), options,
-                                   batch_size=batch_size, workers=args.workers, return_exceptions=True)
+                                   batch_size=batch_size, workers=workers, return_exceptions=True)
     done: Iterable[tuple[Job, PortraitResult | Exception | None]] = itertools.chain(
         zip(photos, results), ((job, None) for job in videos)
     )
@@ -266,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
     options = portrait_options(args)
     check_parsing_model(args.parsing_model, options.mask)
     jobs = _plan(args)
+    budget = budget_threads(args.threads, args.workers)
     translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
     if options.align != "none":
         translator.landmark_backend(options.landmarks)  # fail now, not once per photo
@@ -281,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
         _translate_one(translator, options, args, jobs[0])
         print(f"wrote {jobs[0].target}")
         return 0
-    failures = _translate_folder(translator, options, args, jobs, batch_size)
+    failures = _translate_folder(translator, options, args, jobs, batch_size, budget.workers)
     written = len(jobs) - len(failures)
     print(f"wrote {written} file(s) to {args.output}")
     if failures:

@@ -31,7 +31,7 @@ from scan.batching import translate_in_batches
 from scan.checkpoint import load_model
 from scan.checks import check_positive_int
 from scan.compiling import check_compile_available, compile_errors, compile_modules, run_padded
-from scan.errors import DeviceError, UserError
+from scan.errors import UserError
 from scan.generator import StackOutput
 from scan.imageio import as_model_input, model_to_pil
 from scan.model import SCAN
@@ -49,6 +49,7 @@ from scan.portrait import (
     prepare,
     with_settings,
 )
+from scan.runtime import available_devices, budget_threads, resolve_device
 from scan.temporal import TemporalSmoother
 
 __all__ = ["Translator", "PortraitOptions", "PortraitResult", "FaceResult", "NonFiniteOutputError", "PhotoSource",
@@ -64,36 +65,6 @@ class NonFiniteOutputError(UserError, RuntimeError):
     """The model produced NaN/inf: its weights are broken (a diverged or corrupt model)."""
 
 
-def available_devices() -> list[str]:
-    """The devices this machine can run on: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps``."""
-    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto``: the first CUDA GPU when there is one, else the CPU; otherwise the named device,
-    checked to exist here.
-
-    Raises:
-        DeviceError: not a device name, or no such device on this machine (the message lists those
-            there are).
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    available = available_devices()
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"device {device!r} is not a device name; available here: {', '.join(available)}") from None
-    name = f"cuda:{resolved.index or 0}" if resolved.type == "cuda" else resolved.type
-    if name not in available:
-        raise DeviceError(f"device {device!r} is not available on this machine; available: {', '.join(available)}")
-    return resolved
-
-
 class Translator:
     """Runs one direction of a trained SCAN model under ``torch.inference_mode``; no Trainer needed.
 
@@ -105,6 +76,7 @@ class Translator:
         compile: compile the networks with ``torch.compile`` now (see :meth:`compile`): tens of
             seconds up front, then faster batches on a GPU.
         compile_batch_size: with ``compile``, the batch size to compile for (see :meth:`compile`).
+        threads: CPU threads torch may keep busy, process-wide (:func:`scan.runtime.budget_threads`).
 
     Raises:
         ValueError: an unknown ``precision``.
@@ -118,9 +90,11 @@ class Translator:
     """
 
     def __init__(self, model: SCAN, direction: str = "a2b", device: str = "auto", precision: str = "fp32",
-                 compile: bool = False, compile_batch_size: int = 1) -> None:
+                 compile: bool = False, compile_batch_size: int = 1, threads: int | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if threads is not None:  # else as they are
+            budget_threads(threads)
         self.device = resolve_device(device)
         self.generator = model.generator(direction).to(self.device).eval()
         self.direction, self.precision = direction, precision
@@ -140,7 +114,8 @@ class Translator:
     ) -> Translator:
         """Load a scan model file (or training checkpoint) safely and wrap one of its directions (the
         arguments are the constructor's)."""
-        return cls(load_model(path), direction, device, precision, compile, compile_batch_size)
+        # Only the direction's generator is built: a translator never needs the discriminators.
+        return cls(load_model(path, directions=[direction]), direction, device, precision, compile, compile_batch_size)
 
     def compile(self, batch_size: int = 1) -> None:
         """Compile the generator's networks in place with ``torch.compile`` and warm them up now.

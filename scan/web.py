@@ -36,11 +36,21 @@ from PIL import Image
 from scan.align.landmarks import BACKENDS, FACE_MODES, NoFaceError
 from scan.align.paste import blend_kinds
 from scan.checkpoint import load_model
-from scan.errors import InputError, UserError, add_debug_flag, command_errors, one_line, positive_int
+from scan.errors import (
+    InputError,
+    UserError,
+    add_debug_flag,
+    command_errors,
+    int_range,
+    one_line,
+    positive_int,
+    true_or_false,
+)
 from scan.imageio import load_image
 from scan.model import DIRECTIONS
 from scan.outputs import save_image, short_labels
 from scan.portrait import CROP_TEMPLATES, PortraitOptions
+from scan.runtime import budget_threads
 from scan.strips import stage_strip
 from scan.translator import Translator
 
@@ -310,31 +320,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _boolean(text: str) -> bool:
-    """An argparse type: ``true`` / ``false`` (also yes/no, 1/0)."""
-    value = text.strip().lower()
-    if value in ("true", "yes", "1"):
-        return True
-    if value in ("false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
-
-
-def _port(text: str) -> int:
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (1..65535)")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scan-web", description="A web page to try trained scan models (Gradio).")
     p.add_argument("--checkpoint", required=True, type=Path, action="append",
                    help="scan model file or training checkpoint; repeat it to offer several (a model picker)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: this machine only; 0.0.0.0 opens it to the network)")
-    p.add_argument("--port", type=_port, default=7860)
-    p.add_argument("--share", type=_boolean, default=False, metavar="{true,false}",
+    p.add_argument("--port", type=int_range(1, 65535), default=7860)
+    p.add_argument("--share", type=true_or_false, default=False, metavar="{true,false}",
                    help="also publish the page through a public gradio.live link (needs internet; default false)")
     p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images (default: %(default)s)")
@@ -345,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the face-parsing network (ONNX) for the 'parsing' mask (default: $SCAN_FACE_PARSING_MODEL)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="CPU threads a translation keeps busy (default: all this process may use)")
     add_debug_flag(p)
     return p
 
@@ -365,6 +360,7 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
         from scan.align.parsing import use_parsing_model
 
         use_parsing_model(args.parsing_model)
+    budget_threads(args.threads)
     models = Models(args.checkpoint, args.device, args.precision, args.landmarks)
     app = build_app(models, args.max_pixels)
     # One translation at a time (they share the models and the CPU/GPU); a bounded line behind it.

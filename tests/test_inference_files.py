@@ -115,7 +115,18 @@ def test_scan_export_writes_them_and_infer_py_uses_them(tmp_path, tiny, capsys):
     assert infer_cli.main(["--checkpoint", str(tmp_path / "a2b.pt"), "--input", str(photo),
                            "--output", str(tmp_path / "b2a.png"), "--align", "none", "--direction", "b2a"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == "error: this inference-only model holds a2b only, not b2a"
+    assert last == f"error: {tmp_path / 'a2b.pt'}: an inference-only file that holds a2b only, not b2a"
+
+
+def test_a_translator_builds_only_its_direction_from_a_full_file(tmp_path, tiny):
+    from scan.translator import Translator
+
+    full = scan.save_model(tiny, tmp_path / "full.pt")
+    model = scan.load_model(full, directions=["b2a"])
+    assert model.directions == ("b2a",) and len(model.D_a) == 0
+    assert torch.equal(_translations(model, ["b2a"])["b2a"], _translations(tiny, ["b2a"])["b2a"])
+    translator = Translator.from_checkpoint(full, "b2a", device="cpu")
+    assert sum(p.numel() for p in translator.generator.parameters()) == sum(p.numel() for p in tiny.G_ba.parameters())
 
 
 def test_the_web_page_and_the_translator_take_them(tmp_path, tiny):

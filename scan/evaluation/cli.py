@@ -36,7 +36,7 @@ from scan.evaluation.evaluator import (
 )
 from scan.evaluation.features import MissingWeightsError, load_inception
 from scan.outputs import OutputPlan, atomic_write
-from scan.translator import resolve_device
+from scan.runtime import resolve_device
 
 __all__ = ["main", "build_parser", "format_table"]
 

@@ -1,0 +1,160 @@
+"""Where scan runs: the device (:func:`resolve_device`), and the CPU threads it keeps busy, fair on
+a busy machine.
+
+On a laptop CPU with other work on it (a browser, a build), the math library's threads are what makes
+a job cost more than its share. torch's CPU build runs its intra-op parallelism on GNU OpenMP, whose
+idle threads by default *spin* for a while before they sleep; on a machine whose cores are all busy
+they spin against the other work and against scan's own pipeline threads, and a translation that takes
+3.5 s quiet took 20 s beside two busy loops on two cores (6x, where a fair share is 2x). With
+``OMP_WAIT_POLICY=PASSIVE`` they sleep at once. OpenMP reads that variable once, when torch loads it:
+:func:`prefer_passive_waiting` sets it, unless the user did, and ``import scan`` calls it before
+importing torch (so for the CLIs, the web page and any program that imports scan before torch; a
+program that imported torch first keeps torch's default, and :func:`describe` says so).
+
+:func:`budget_threads` then shares the CPUs scan may use between torch's intra-op threads and the
+pipeline's worker threads (decoding, face detection, paste-back), and keeps OpenCV's own thread pool
+out of it: ``--threads N`` of ``infer.py`` and ``scan-web``, ``Translator(threads=N)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from scan.errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["prefer_passive_waiting", "available_cpus", "budget_threads", "ThreadBudget", "describe",
+           "WAIT_POLICY_ENV", "available_devices", "resolve_device"]
+
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+
+
+def prefer_passive_waiting() -> str:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it or torch is loaded already.
+
+    Returns:
+        What holds now: ``"set"`` (by this call), ``"user"`` (the user's value, kept; an empty value
+        keeps OpenMP's own default) or ``"too late"`` (torch was imported first: OpenMP has read the
+        environment already).
+    """
+    if WAIT_POLICY_ENV in os.environ:
+        return "user"
+    if "torch" in sys.modules:
+        return "too late"
+    os.environ[WAIT_POLICY_ENV] = "PASSIVE"
+    return "set"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. ``taskset`` or a container's
+    cpuset), not every CPU of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How the CPU threads are shared.
+
+    Attributes:
+        total: the threads scan may keep busy at once.
+        torch: torch's intra-op threads (``torch.set_num_threads``).
+        workers: the pipeline's worker threads.
+    """
+
+    total: int
+    torch: int
+    workers: int
+
+
+def budget_threads(threads: int | None = None, workers: int | None = None) -> ThreadBudget:
+    """Share ``threads`` CPU threads between torch and the pipeline's workers, and apply it.
+
+    torch gets them all (the translation is the busiest step and waits for the workers' photos only
+    between batches), the workers at most ``threads`` (they wait on torch as much as torch on them), and
+    OpenCV one thread per call (it runs inside the workers: its own pool on top would oversubscribe).
+
+    Args:
+        threads: the threads scan may use; ``None`` (the default) keeps torch's own count, or
+            :func:`available_cpus` where that is more than this process may use.
+        workers: the worker threads asked for; ``None``: as many as ``threads``, at most 4.
+
+    Returns:
+        The budget applied.
+
+    Raises:
+        ValueError: ``threads`` below 1 or ``workers`` below 0.
+
+    Example:
+        >>> budget = budget_threads(2, workers=8)
+        >>> (budget.torch, budget.workers)
+        (2, 2)
+    """
+    import torch
+
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers must be a whole number >= 0, got {workers!r}")
+    total = min(torch.get_num_threads(), available_cpus()) if threads is None else threads
+    kept_workers = min(4, total) if workers is None else min(workers, total)
+    if torch.get_num_threads() != total:
+        torch.set_num_threads(total)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # OpenCV comes with face-alignment; a bare install may lack it
+        pass
+    return ThreadBudget(total, total, kept_workers)
+
+
+def describe() -> str:
+    """One line: the wait policy and torch's threads (for ``--debug`` and bug reports)."""
+    import torch
+
+    policy = os.environ.get(WAIT_POLICY_ENV)
+    shown = "unset (OpenMP's default: idle threads spin)" if policy is None else repr(policy)
+    return f"{WAIT_POLICY_ENV}={shown}, torch intra-op threads {torch.get_num_threads()}, CPUs {available_cpus()}"
+
+
+# ------------------------------------------------------------------------------------------ devices
+def available_devices() -> list[str]:
+    import torch
+
+    """The devices this machine can run on: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps``."""
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto``: the first CUDA GPU when there is one, else the CPU; otherwise the named device,
+    checked to exist here.
+
+    Raises:
+        DeviceError: not a device name, or no such device on this machine (the message lists those
+            there are).
+    """
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    available = available_devices()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {device!r} is not a device name; available here: {', '.join(available)}") from None
+    name = f"cuda:{resolved.index or 0}" if resolved.type == "cuda" else resolved.type
+    if name not in available:
+        raise DeviceError(f"device {device!r} is not available on this machine; available: {', '.join(available)}")
+    return resolved
