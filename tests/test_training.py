@@ -314,6 +314,35 @@ def test_resume_after_a_killed_run_continues_phase_step_lr_and_pools(tmp_path, d
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("sent", "code", "cause"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_signalled_run_exits_non_zero_and_names_the_checkpoint_to_resume(tmp_path, demo_root, sent, code, cause):
+    """SIGTERM (what schedulers send) and Ctrl-C end train.py with 143 and 130, never 0 or 1: no model.pt,
+    and a last.ckpt to resume from (SIGTERM writes a fresh one where the loop stopped)."""
+    cmd = _train_cmd(demo_root, "--model.schedule", "[{stage: 1, epochs: 50, decay_epochs: 0}]",
+                     "--checkpoint.every_n_train_steps", "2",
+                     "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "runs" / "demo" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists():
+        assert process.poll() is None and time.time() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.2)
+    before = read_checkpoint(last)["global_step"]
+    time.sleep(1.0)  # a few more steps, so that a fresh last.ckpt can be told from the scheduled one
+    process.send_signal(sent)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == code, err[-2000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith(f"stopped by {cause} at step ") and message.endswith(f"--ckpt_path {last}"), message
+    assert "Traceback" not in err and not (run / "model.pt").exists()
+    saved = read_checkpoint(last)  # whole, and resumable
+    assert saved["global_step"] >= before
+    if sent == signal.SIGTERM:  # written where the loop stopped: the step the message names
+        assert f"at step {saved['global_step']}:" in message
+
+
+@pytest.mark.slow
 def test_ddp_with_two_processes_on_cpu(tmp_path, demo_root):
     runs = tmp_path / "runs"
     cmd = _train_cmd(

@@ -35,6 +35,7 @@ from scan.outputs import atomic_write
 from scan.registry import create_config
 from scan.training.callbacks import EvaluationCallback
 from scan.training.checkpoint_io import check_training_checkpoint
+from scan.training.interrupts import InterruptedRun
 from scan.training.module import SCANModule
 
 __all__ = ["SCANCLI", "main", "TRAINER_DEFAULTS"]
@@ -213,15 +214,23 @@ def main(args: list[str] | None = None) -> int:
         argv = [a for a in args if a != "--debug"]
 
     def run() -> int:
-        SCANCLI(
-            SCANModule,
-            UnpairedDataModule,
-            trainer_defaults=TRAINER_DEFAULTS,
-            save_config_callback=AtomicSaveConfig,
-            save_config_kwargs={"overwrite": False},
-            args=argv,
-            auto_configure_optimizers=False,
-        )
+        stopped = InterruptedRun()
+        try:
+            SCANCLI(
+                SCANModule,
+                UnpairedDataModule,
+                trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [stopped]},
+                save_config_callback=AtomicSaveConfig,
+                save_config_kwargs={"overwrite": False},
+                args=argv,
+                auto_configure_optimizers=False,
+            )
+        except SystemExit:
+            if stopped.code is None:  # --help, a parse error: argparse's own exit
+                raise
+        if stopped.code is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: say what happened
+            print(stopped.message, file=sys.stderr)
+            return stopped.code
         return 0
 
     # A ValueError here is a config the user wrote (an unknown preset, a bad schedule): theirs to fix.
