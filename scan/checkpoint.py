@@ -25,7 +25,7 @@ import torch
 
 from scan.config import SCANConfig
 from scan.errors import UserError
-from scan.model import DIRECTIONS, GENERATOR_NAMES, SCAN, Direction, MissingPartError
+from scan.model import DIRECTIONS, GENERATOR_NAMES, SCAN, Direction, MissingPartError, count_parameters
 from scan.outputs import atomic_write
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "inference_directions"]
@@ -205,6 +205,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         state = {k: v for k, v in state.items() if k.startswith(kept)}
     try:
         config = SCANConfig.from_dict(config_dict)
+        count_parameters(config, inference)  # before anything is allocated: the file may ask for terabytes
         model = SCAN(config, inference=inference)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: invalid model config ({e})") from None

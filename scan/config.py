@@ -20,6 +20,21 @@ __all__ = [
     "apply_overrides",
 ]
 
+# Sane bounds, checked before anything is built: a model file is data from anywhere, and a config that
+# asks for ngf 200000 would otherwise allocate terabytes before any other check (README, "Errors").
+MAX_WIDTH = 4096  # ngf, ndf, hidden channels
+MAX_BLOCKS = 64
+MAX_LAYERS = 8  # discriminator layers
+MAX_STAGES = 6
+MAX_CHANNELS = 16
+MAX_TOP_SIZE = 8192  # as scan.errors.MAX_IMAGE_SIDE
+
+
+def _check_range(owner: str, name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be in {low}..{high}, got {value}")
+
+
 @dataclass
 class GeneratorConfig:
     """One stage's generator.
@@ -56,6 +71,9 @@ class GeneratorConfig:
     residual_zero: Literal["gain", "head"] = "gain"
 
     def __post_init__(self) -> None:
+        _check_range("GeneratorConfig", "ngf", self.ngf, 1, MAX_WIDTH)
+        _check_range("GeneratorConfig", "n_blocks", self.n_blocks, 0, MAX_BLOCKS)
+        _check_range("GeneratorConfig", "outer_kernel", self.outer_kernel, 1, 15)
         if self.residual_zero not in ("gain", "head"):
             raise ValueError(f"residual_zero must be 'gain' or 'head', got {self.residual_zero!r}")
         if not isinstance(self.outer_kernel, int) or self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
@@ -74,6 +92,10 @@ class DiscriminatorConfig:
     ndf: int = 64
     n_layers: int = 3
     spectral_norm: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("DiscriminatorConfig", "ndf", self.ndf, 1, MAX_WIDTH)
+        _check_range("DiscriminatorConfig", "n_layers", self.n_layers, 1, MAX_LAYERS)
 
 
 @dataclass
@@ -101,6 +123,7 @@ class FusionConfig:
     scale: int = 1
 
     def __post_init__(self) -> None:
+        _check_range("FusionConfig", "hidden_channels", self.hidden_channels, 1, MAX_WIDTH)
         if self.scale not in (1, 2, 4):
             raise ValueError(f"FusionConfig.scale must be 1, 2 or 4, got {self.scale}")
         if self.kind not in components.fusion_kinds():
@@ -189,6 +212,12 @@ class SCANConfig:
                              "to correct")
         if self.base_size < 8 or self.base_size % 8:
             raise ValueError(f"base_size must be a positive multiple of 8, got {self.base_size}")
+        _check_range("SCANConfig", "channels", self.channels, 1, MAX_CHANNELS)
+        if len(self.stages) > MAX_STAGES:
+            raise ValueError(f"SCANConfig has {len(self.stages)} stages; at most {MAX_STAGES}")
+        if self.top_size > MAX_TOP_SIZE:
+            raise ValueError(f"SCANConfig's top stage would train at {self.top_size} px (base_size {self.base_size}, "
+                             f"{len(self.stages)} stages); at most {MAX_TOP_SIZE}")
 
     @property
     def num_stages(self) -> int:

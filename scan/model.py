@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,8 +16,8 @@ from scan.imageops import as_model_input
 from scan.losses import gan_loss
 from scan.stages import PatchDiscriminator, init_weights
 
-__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS", "Augment", "MissingPartError",
-           "GENERATOR_NAMES"]
+__all__ = ["SCAN", "GeneratorStep", "Direction", "DIRECTIONS", "Augment", "MissingPartError", "ModelTooLargeError",
+           "count_parameters", "MAX_PARAMETERS", "GENERATOR_NAMES"]
 
 DIRECTIONS = ("a2b", "b2a")
 Direction = str
@@ -28,6 +29,30 @@ Augment = Callable[[Tensor], Tensor]
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+# The most parameters a model may have: 4 GB of float32 weights, before any activation. The largest
+# preset has 116 M (scan-256-512's, with discriminators).
+MAX_PARAMETERS = 1_000_000_000
+
+
+class ModelTooLargeError(UserError, ValueError):
+    """A config (from a model file, say) that asks for more than :data:`MAX_PARAMETERS`."""
+
+
+def count_parameters(config: SCANConfig, inference: tuple[Direction, ...] | None = None) -> int:
+    """The parameters of the model ``config`` describes, counted on PyTorch's meta device (nothing is
+    allocated), checked against :data:`MAX_PARAMETERS` before anything real is built.
+
+    Raises:
+        ModelTooLargeError: more than :data:`MAX_PARAMETERS`.
+    """
+    with torch.device("meta"):
+        count = sum(p.numel() for p in SCAN(config, inference).parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelTooLargeError(f"the model's config asks for {count / 1e6:,.0f} M parameters ({4 * count / 1e9:,.1f} "
+                                 f"GB of weights); at most {MAX_PARAMETERS / 1e6:,.0f} M")
+    return count
 
 
 class MissingPartError(UserError, ValueError):

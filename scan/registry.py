@@ -14,7 +14,7 @@ from scan.config import (
     StageConfig,
     apply_overrides,
 )
-from scan.model import SCAN
+from scan.model import SCAN, count_parameters
 
 __all__ = ["register_model", "list_models", "create_config", "create_model"]
 
@@ -62,7 +62,9 @@ def create_model(name: str, **overrides: Any) -> SCAN:
     Returns:
         A freshly initialised model.
     """
-    return SCAN(create_config(name, **overrides))
+    config = create_config(name, **overrides)
+    count_parameters(config)  # a size that cannot fit is one line, not an allocation failure
+    return SCAN(config)
 
 
 def _translator(n_blocks: int, ngf: int = 64, input_skip: bool = True) -> StageConfig:
