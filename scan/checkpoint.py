@@ -26,7 +26,7 @@ import torch
 from scan.config import SCANConfig
 from scan.errors import UserError
 from scan.model import DIRECTIONS, GENERATOR_NAMES, SCAN, Direction, MissingPartError, count_parameters
-from scan.outputs import atomic_write
+from scan.outputs import atomic_write_bytes
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "inference_directions"]
 
@@ -40,9 +40,9 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` through :func:`scan.outputs.atomic_write`: a crash or kill mid-write leaves the
-    previous file intact, never a truncated one."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through :func:`scan.outputs.atomic_write_bytes`: a crash or kill mid-write leaves
+    the previous file intact, never a truncated one, and a full disk is an :class:`OutputError`."""
+    return atomic_write_bytes(path, lambda buffer: torch.save(obj, buffer))
 
 
 def save_model(model: SCAN, path: str | os.PathLike[str], inference: bool = False,

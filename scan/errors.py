@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
            "command_errors", "CommandStatus", "add_debug_flag", "each_carrying_on", "report_failures", "positive_int",
-           "int_range", "image_side", "true_or_false"]
+           "int_range", "image_side", "true_or_false", "write_failure", "STORAGE_ERRNOS"]
 
 T = TypeVar("T")
 
@@ -66,6 +70,30 @@ class CommandStatus:
     code: int = 0
 
 
+# What the storage, not scan, did wrong: a full disk or quota, a read-only or failing filesystem.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
+
+
+def write_failure(path: str | os.PathLike[str] | None, error: OSError) -> str:
+    """One line for a failed write: the path, the system's reason and, for a full disk, what is free.
+
+    Example:
+        >>> write_failure("/tmp/x.png", OSError(13, "Permission denied"))
+        'cannot write /tmp/x.png: Permission denied'
+    """
+    reason = error.strerror or str(error) or type(error).__name__
+    where = f"cannot write {path}" if path is not None else "a write failed"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT) and path is not None:
+        folder = Path(path).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            reason += f" ({shutil.disk_usage(folder).free / 1e6:,.1f} MB free there)"
+        except OSError:
+            pass
+    return f"{where}: {reason}"
+
+
 @contextlib.contextmanager
 def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], ...] = ()) -> Iterator[CommandStatus]:
     """Run a command's body (the ``with`` block) under the error policy.
@@ -101,6 +129,10 @@ def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], 
     except Exception as e:
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # a full disk under a writer not ours
+            print(f"error: {write_failure(e.filename, e)}", file=sys.stderr)  # (TensorBoard's, say)
+            status.code = EXIT_USER_ERROR
+            return
         print(f"error: unexpected {type(e).__name__}: {one_line(e)} (a bug: rerun with --debug and report the "
               "traceback)", file=sys.stderr)
         status.code = EXIT_FAILED

@@ -20,7 +20,7 @@ from scan.checkpoint import load_model, save_model
 from scan.errors import UserError, add_debug_flag, image_side, run_command
 from scan.generator import StackedGenerator
 from scan.model import DIRECTIONS, SCAN
-from scan.outputs import OutputPlan, atomic_write
+from scan.outputs import OutputPlan, atomic_write, atomic_write_bytes
 
 __all__ = ["FinalOutput", "export_model", "main", "build_parser", "FORMATS"]
 
@@ -84,19 +84,17 @@ def export_model(
     wrapper = FinalOutput(model.generator(direction)).eval().cpu()
     example = torch.zeros(1, model.config.channels, size, size)
 
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter about shape checks, which hold for this size
-            if format == "onnx":
-                torch.onnx.export(
-                    wrapper, (example,), str(tmp), dynamo=True, external_data=False, input_names=["image"],
-                    output_names=["translated"], verbose=False,
-                )
-            else:
-                with torch.no_grad():
-                    torch.jit.trace(wrapper, example).save(str(tmp))
-
-    return atomic_write(path, write)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about shape checks, which hold for this size
+        if format == "onnx":
+            program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["image"],
+                                        output_names=["translated"], verbose=False)
+            assert program is not None  # dynamo=True always gives one
+            return atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, example)
+    # Into memory first: torch.jit's own file writer aborts the whole process on a full disk (exit 134).
+    return atomic_write_bytes(path, lambda buffer: torch.jit.save(traced, buffer))
 
 
 

@@ -12,6 +12,7 @@ already claimed, and an existing file unless ``overwrite`` is set.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections import Counter
@@ -20,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from scan.errors import InputError, UserError
+from scan.errors import InputError, UserError, write_failure
 
-__all__ = ["OutputError", "OutputPlan", "atomic_write", "save_image", "output_stems", "check_output_folder",
-           "short_labels"]
+__all__ = ["OutputError", "OutputPlan", "atomic_write", "atomic_write_bytes", "save_image", "output_stems",
+           "check_output_folder", "short_labels"]
 
 
 class OutputError(UserError, OSError):
@@ -68,11 +69,23 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        if tmp is not None:  # first: the free space then reported is what the user has
+            tmp.unlink(missing_ok=True)
+            tmp = None
+        raise OutputError(write_failure(path, e)) from e
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], serialise: Callable[[io.BytesIO], object]) -> Path:
+    """:func:`atomic_write` for writers that fail badly on a full disk: ``serialise`` writes into
+    memory, then plain Python writes the bytes (so a full disk is an ``OSError`` with its errno, never
+    torch's C++ "enforce fail" or an abort of the whole process, as ``torch.jit.save`` does)."""
+    buffer = io.BytesIO()
+    serialise(buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,98 @@
+"""A full disk (issue 24): every writer, ours or torch's or TensorBoard's, ends in one line that names the
+path and the free space, exit status 2, and leaves no temporary file. A small tmpfs is the full disk
+where this machine lets the test mount one; a failing writer stands in everywhere."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import scan
+from scan import export
+from scan.errors import run_command, write_failure
+from scan.outputs import OutputError, atomic_write, atomic_write_bytes
+
+FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failing_writer_is_one_output_error_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "kept.png").write_bytes(b"the user's file")
+
+    def fails(tmp: Path) -> None:
+        tmp.write_bytes(b"half a file")
+        raise FULL
+
+    with pytest.raises(OutputError, match=r"cannot write .*kept\.png: No space left on device \([\d,.]+ MB free"):
+        atomic_write(tmp_path / "kept.png", fails)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.png"]  # no .tmp left, the old file whole
+    assert (tmp_path / "kept.png").read_bytes() == b"the user's file"
+
+
+def test_torch_serialises_into_memory_so_its_writer_never_meets_the_disk(tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: written.append(bytes(data)) or len(data))
+    atomic_write_bytes(tmp_path / "m.pt", lambda buffer: torch.save({"x": torch.ones(3)}, buffer))
+    assert len(written) == 1 and written[0][:2] == b"PK"  # torch's zip format, written by Python in one go
+
+
+def test_a_storage_error_from_a_writer_that_is_not_ours_is_one_line(capsys):
+    def body() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/nonexistent/run/events.out.tfevents")
+
+    assert run_command(body) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write /nonexistent/run/events.out.tfevents: No space left on device (")
+    assert "a bug" not in err and err.count("\n") == 1
+
+    def not_storage() -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    assert run_command(not_storage) == 1  # anything else stays a bug report
+    assert "a bug" in capsys.readouterr().err
+    assert write_failure(None, FULL) == "a write failed: No space left on device"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KB tmpfs: too small for any model file; skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()[:80]}); the failing writers stand in")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_models_and_exports_onto_a_full_disk(tmp_path, full_disk, capsys):
+    model = scan.create_model("tiny")
+    with pytest.raises(OutputError, match=r"m\.pt: No space left on device \(0\.\d MB free there\)"):
+        scan.save_model(model, full_disk / "m.pt")
+    full = scan.save_model(model, tmp_path / "full.pt")
+    for fmt in export.FORMATS:  # torchscript's own writer would abort the process (exit 134)
+        assert export.main(["--checkpoint", str(full), "--format", fmt, "--output", str(full_disk / f"x.{fmt}")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all("No space left on device" in line and "MB free there" in line for line in lines)
+    assert list(full_disk.iterdir()) == []  # nothing half-written, no temporary file
+
+
+@pytest.mark.slow
+def test_training_onto_a_full_disk_is_one_line(tmp_path, full_disk):
+    from scan.datasets.demo import build_demo_set
+
+    demo_root = build_demo_set(tmp_path / "demo", train=8, test=2, size=72)
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "train.py"), "fit", "--config", str(root / "configs" / "demo.yaml"),
+           "--model.model_overrides", "null", "--data.root", str(demo_root), "--data.num_workers", "0",
+           "--data.batch_size", "2", "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "4",
+           "--checkpoint.every_n_train_steps", "2", "--trainer.logger.init_args.save_dir", str(full_disk / "runs")]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "No space left on device" in lines[0] and "MB free there" in lines[0] and "a bug" not in result.stderr
+    assert not [p for p in full_disk.rglob("*") if ".tmp" in p.name]
