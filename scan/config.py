@@ -263,6 +263,10 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+class FieldTypeError(TypeError, ValueError):
+    """A config field given a value of the wrong type (a ``ValueError`` too: it is the user's input)."""
+
+
 def _check_field_type(cls: type, name: str, value: Any) -> None:
     """Plain-data fields (read from files) must have their annotated type: a ``"64"`` where an int
     belongs would otherwise fail deep inside a network, or not at all."""
@@ -276,7 +280,7 @@ def _check_field_type(cls: type, name: str, value: Any) -> None:
         expected = (get_origin(hint),)
     ok = expected is None or (isinstance(value, expected) and not (hint in (int, float) and isinstance(value, bool)))
     if not ok:
-        raise TypeError(f"{cls.__name__}.{name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+        raise FieldTypeError(f"{cls.__name__}.{name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
@@ -295,6 +299,8 @@ def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
         current = getattr(config, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             value = apply_overrides(current, value)
+        elif not dataclasses.is_dataclass(current) and key != "stages":
+            _check_field_type(type(config), key, value)  # a "x" for a number fails here, not at the first step
         elif key == "stages" and isinstance(value, list) and all(isinstance(v, (dict, type(None))) for v in value):
             if len(value) != len(current):
                 raise ValueError(

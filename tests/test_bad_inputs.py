@@ -354,6 +354,13 @@ CASES = [
          "holds an earlier run", setup=_earlier_run),
     Case("train-batch-larger-than-the-data", "train", "--data.root {d}/data --data.batch_size 20", 2,
          "fewer than one batch"),
+    Case("train-an-unknown-option", "train", "--data.root {d}/data --model.bogus 3", 2,
+         "unrecognized arguments: --model.bogus 3"),
+    Case("train-an-override-of-the-wrong-type", "train",
+         '--data.root {d}/data --model.model_overrides {"loss":{"lambda_cycle":"x"}}', 2,
+         "LossConfig.lambda_cycle must be float, got 'x'"),
+    Case("train-a-gpu-on-a-machine-without-one", "train", "--data.root {d}/data --trainer.accelerator gpu", 2,
+         "No supported gpu backend found"),
     Case("train-nan-losses-stop-the-run-with-image-logging-on", "train",
          "--data.root {d}/data --model.lr 1e30 --model.image_log_every_n_steps 1 --model.max_nonfinite_steps 2 "
          "--trainer.max_epochs 4", 2, "loss was NaN/inf for", new_run=True),
@@ -398,6 +405,12 @@ def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProce
 def test_the_table_covers_every_command():
     assert {case.program for case in CASES} == set(PROGRAMS)
     assert len({case.id for case in CASES}) == len(CASES)
+
+
+def test_a_bad_training_option_is_its_line_and_the_tip_not_a_usage_dump(results):
+    _, result, *_ = results["train-an-unknown-option"]
+    assert result.stderr.strip().splitlines() == [
+        "tip: For details of accepted options run: train.py fit --help", "error: unrecognized arguments: --model.bogus 3"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

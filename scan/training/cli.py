@@ -26,6 +26,7 @@ from jsonargparse import Namespace, lazy_instance
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from scan.checkpoint import save_model
 from scan.datasets import UnpairedDataModule
@@ -104,6 +105,13 @@ class SCANCLI(LightningCLI):
     """Links the data's crop size to the model's top resolution, shows the default model config field
     by field, and sets ``trainer.max_epochs`` to the schedule's length when it is not given (the module
     would stop there anyway; set here, the progress bar and Lightning's messages know it from the start)."""
+
+    def init_parser(self, **kwargs: Any) -> Any:
+        parser = super().init_parser(**kwargs)
+        # A mistake in an option is its one error line and the tip naming --help, not a 100-line usage
+        # dump above them (jsonargparse prints the usage on every error).
+        parser.print_usage = lambda file=None: None
+        return parser
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("model.top_size", "data.size", apply_on="instantiate")
@@ -234,4 +242,5 @@ def main(args: list[str] | None = None) -> int:
         return 0
 
     # A ValueError here is a config the user wrote (an unknown preset, a bad schedule): theirs to fix.
-    return run_command(run, debug, user_errors=(ValueError, FileExistsError))
+    # Lightning's MisconfigurationException: an accelerator or strategy this machine cannot give, say.
+    return run_command(run, debug, user_errors=(ValueError, FileExistsError, MisconfigurationException))
