@@ -409,8 +409,8 @@ def test_the_table_covers_every_command():
 
 def test_a_bad_training_option_is_its_line_and_the_tip_not_a_usage_dump(results):
     _, result, *_ = results["train-an-unknown-option"]
-    assert result.stderr.strip().splitlines() == [
-        "tip: For details of accepted options run: train.py fit --help", "error: unrecognized arguments: --model.bogus 3"]
+    assert result.stderr.strip().splitlines() == ["tip: For details of accepted options run: train.py fit --help",
+                                                  "error: unrecognized arguments: --model.bogus 3"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
