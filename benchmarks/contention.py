@@ -6,10 +6,13 @@ should take (C + N) / C times as long as quiet (2x beside 2 busy processes on 2 
 timed quiet and beside ``--busy`` busy loops (``while True: pass`` processes), each workload in a
 fresh process, under two settings side by side:
 
-  OpenMP default    ``OMP_WAIT_POLICY`` empty: GNU OpenMP's own default (idle threads spin first),
-                    as scan ran before it set the policy
-  scan              nothing set by the user: ``import scan`` sets ``OMP_WAIT_POLICY=PASSIVE``
-                    (scan/threads.py)
+  before            as scan ran before it set its threading: ``OMP_WAIT_POLICY`` empty (GNU
+                    OpenMP's own default: idle threads spin first), torch's own thread count
+  scan              nothing set by the user: ``import scan`` sets ``OMP_WAIT_POLICY=PASSIVE``, and
+                    the inference workloads budget their threads as ``infer.py`` does
+                    (``scan.runtime.budget_threads``: torch gets the CPUs idle at the start)
+  scan, 1 torch thread   the same with ``OMP_NUM_THREADS=1``: one intra-op thread always (its ops
+                    never wait at a barrier for a thread the other work has preempted)
 
 Workloads (timed inside the process, after the model is loaded and one warm-up item):
   image     ``Translator.portrait`` of the astronaut (512x512, dlib landmarks), ``--items`` times
@@ -38,7 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in a clone
 
 WORKLOADS = ("image", "folder", "video", "training")
-SETTINGS = {"OpenMP default": {"OMP_WAIT_POLICY": ""}, "scan": {}}
+SETTINGS = {"before": {"OMP_WAIT_POLICY": "", "SCAN_CONTENTION_AS_BEFORE": "1"}, "scan": {},
+            "scan, 1 torch thread": {"OMP_NUM_THREADS": "1"}}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -59,6 +63,7 @@ def run_workload(name: str, preset: str, items: int) -> float:
     from skimage import data
 
     import scan
+    from scan.runtime import budget_threads
     from scan.translator import Translator
 
     torch.manual_seed(0)
@@ -84,6 +89,8 @@ def run_workload(name: str, preset: str, items: int) -> float:
         for _ in range(items):
             step()
         return time.perf_counter() - began
+    if not os.environ.get("SCAN_CONTENTION_AS_BEFORE"):
+        budget_threads()  # as infer.py and scan-web do: torch threads = the CPUs idle now
     translator = Translator(scan.create_model(preset).eval(), device="cpu")
     photo = Image.fromarray(data.astronaut())
     options = {"landmarks": "dlib"}
@@ -122,6 +129,7 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="busy processes beside the job")
     parser.add_argument("--items", type=int, default=12, help="photos (image, folder) or steps (training)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=RESULTS / "contention.json")
     parser.add_argument("--quick", action="store_true", help="tiny, 2 items, image and training only")
     parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
@@ -137,7 +145,8 @@ def main() -> None:
     fair = (cpus + args.busy) / cpus
     rows = []
     for workload in args.workloads:
-        for setting_name, setting in SETTINGS.items():
+        for setting_name in args.settings:
+            setting = SETTINGS[setting_name]
             quiet = timed_in_subprocess(workload, args.preset, args.items, setting)
             busy = busy_processes(args.busy)
             try:
@@ -149,7 +158,7 @@ def main() -> None:
             row = {"workload": workload, "setting": setting_name, "quiet_s": quiet, "loaded_s": loaded,
                    "slowdown": loaded / quiet, "fair": fair, "vs_fair": loaded / quiet / fair}
             rows.append(row)
-            print(f"{workload:9} {setting_name:15} quiet {quiet:7.2f} s  beside {args.busy} busy {loaded:7.2f} s  "
+            print(f"{workload:9} {setting_name:21} quiet {quiet:7.2f} s  beside {args.busy} busy {loaded:7.2f} s  "
                   f"x{row['slowdown']:.2f}  (fair x{fair:.2f}: {row['vs_fair']:.2f})", flush=True)
     lines = [f"| workload | setting | quiet (s) | beside {args.busy} busy (s) | slowdown | vs fair share |",
              "|---|---|---|---|---|---|"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from scan.errors import DeviceError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["prefer_passive_waiting", "available_cpus", "budget_threads", "ThreadBudget", "describe",
+__all__ = ["prefer_passive_waiting", "available_cpus", "idle_cpus", "budget_threads", "ThreadBudget", "describe",
            "WAIT_POLICY_ENV", "available_devices", "resolve_device"]
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
@@ -74,17 +75,47 @@ class ThreadBudget:
     workers: int
 
 
+def idle_cpus(sample_s: float = 0.03) -> float | None:
+    """How many of this process's CPUs are idle right now: ``/proc/stat`` read twice, ``sample_s``
+    apart (``None`` where there is no ``/proc/stat``: not Linux)."""
+    def times() -> dict[str, tuple[int, int]]:
+        found = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    values = [int(v) for v in fields[:8]]
+                    found[name] = (values[3] + values[4], sum(values))  # idle + iowait, all
+        return found
+
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        before = times()
+        time.sleep(sample_s)
+        after = times()
+    except (OSError, AttributeError, ValueError):
+        return None
+    idle = 0.0
+    for name in cpus & before.keys() & after.keys():
+        waited, total = (a - b for a, b in zip(after[name], before[name]))
+        idle += waited / total if total > 0 else 1.0
+    return idle
+
+
 def budget_threads(threads: int | None = None, workers: int | None = None) -> ThreadBudget:
     """Share ``threads`` CPU threads between torch and the pipeline's workers, and apply it.
 
-    torch gets them all (the translation is the busiest step and waits for the workers' photos only
-    between batches), the workers at most ``threads`` (they wait on torch as much as torch on them), and
-    OpenCV one thread per call (it runs inside the workers: its own pool on top would oversubscribe).
+    Without ``threads``, as many as there are idle CPUs now (at least 1): on a busy machine a torch op
+    split over two threads waits at its end for whichever thread the other work preempted, so beside
+    two busy processes on two cores a portrait took 6.6x its quiet time with two threads and 2.5x with
+    one (``benchmarks/contention.py``); on a quiet machine every CPU is used. ``OMP_NUM_THREADS``, where
+    the user set it, is kept. torch gets the whole budget (the translation is the busiest step), the
+    workers at most as many threads, and OpenCV one thread per call (it runs inside the workers: its own
+    pool on top would oversubscribe).
 
     Args:
-        threads: the threads scan may use; ``None`` (the default) keeps torch's own count, or
-            :func:`available_cpus` where that is more than this process may use.
-        workers: the worker threads asked for; ``None``: as many as ``threads``, at most 4.
+        threads: the threads scan may use; ``None``: the idle CPUs, as above.
+        workers: the worker threads asked for; ``None``: as many as the budget, at most 4.
 
     Returns:
         The budget applied.
@@ -103,7 +134,13 @@ def budget_threads(threads: int | None = None, workers: int | None = None) -> Th
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 0):
         raise ValueError(f"workers must be a whole number >= 0, got {workers!r}")
-    total = min(torch.get_num_threads(), available_cpus()) if threads is None else threads
+    if threads is not None:
+        total = threads
+    elif os.environ.get("OMP_NUM_THREADS"):
+        total = torch.get_num_threads()  # the user's
+    else:
+        idle = idle_cpus()
+        total = available_cpus() if idle is None else max(1, min(available_cpus(), round(idle)))
     kept_workers = min(4, total) if workers is None else min(workers, total)
     if torch.get_num_threads() != total:
         torch.set_num_threads(total)

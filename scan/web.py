@@ -254,7 +254,8 @@ def _one_line_upload_errors(gr: Any, preprocess: Callable[[Any], Any]) -> Callab
     return preprocess_reporting_one_line
 
 
-def build_app(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS, examples_folder: Path | None = None) -> gr.Blocks:
+def build_app(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS, examples_folder: Path | None = None,
+              threads: int | None = None) -> gr.Blocks:
     """The page.
 
     Args:
@@ -262,6 +263,7 @@ def build_app(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS, examples_fol
         max_pixels: larger images are refused with a message.
         examples_folder: where the example inputs are written (default: a temporary folder, removed
             at exit).
+        threads: CPU threads a translation keeps busy; ``None``: the CPUs idle when it starts.
     """
     gr = _import_gradio()
     if examples_folder is None:
@@ -272,6 +274,7 @@ def build_app(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS, examples_fol
 
     def run(photo: str | None, model: str, direction: str, crop: str, faces: str, mask: str,
             paste: bool) -> tuple[Image.Image, Image.Image, str]:
+        budget_threads(threads)  # per request: the machine's load changes while the page is served
         try:
             result = translate_photo(models, photo, model, direction, crop, faces, mask, paste, max_pixels)
         except UserError as e:
@@ -360,9 +363,8 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
         from scan.align.parsing import use_parsing_model
 
         use_parsing_model(args.parsing_model)
-    budget_threads(args.threads)
     models = Models(args.checkpoint, args.device, args.precision, args.landmarks)
-    app = build_app(models, args.max_pixels)
+    app = build_app(models, args.max_pixels, threads=args.threads)
     # One translation at a time (they share the models and the CPU/GPU); a bounded line behind it.
     app.queue(max_size=args.queue_size, default_concurrency_limit=1)
     if not _is_loopback(args.host):
