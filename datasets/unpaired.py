@@ -45,11 +45,15 @@ def usable_images(folder: Path, recursive: bool = True) -> list[Path]:
     Raises:
         NoImagesError: no usable image in ``folder``.
     """
-    files = find_images(folder, recursive)
+    skipped: list[str] = []
+    files = find_images(folder, recursive, skipped=skipped)
     good, bad = [], []
     for path in files:
         reason = check_image(path)
         (bad.append((path, reason)) if reason else good.append(path))
+    for line in skipped:  # entries the walker could not use: a dangling symlink, an unreadable folder
+        path, _, reason = line.partition(": ")
+        bad.append((Path(path), reason))
     report_bad_files(bad, str(folder))
     if not good:
         raise NoImagesError(f"{folder}: no usable image ({len(files)} file(s), all unreadable)")

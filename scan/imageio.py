@@ -8,7 +8,9 @@ orientation applied, 16-bit and float images rescaled, transparency composited o
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,15 +47,20 @@ class NoImagesError(InputError):
 
 def find_images(
     folder: str | os.PathLike[str], recursive: bool = True, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-    what: str = "image files",
+    what: str = "image files", skipped: list[str] | None = None,
 ) -> list[Path]:
     """Image files under ``folder`` (by extension, case-insensitive), sorted for reproducibility.
 
+    The one folder walker of scan: every entry it cannot use is reported, never dropped unmentioned.
+
     Args:
         folder: where to look.
-        recursive: also look in sub-folders.
+        recursive: also look in sub-folders (symlinked folders are not followed: no loops).
         extensions: the suffixes that count (e.g. images and videos, for a folder of both).
         what: what the files are called in the error message.
+        skipped: where given, gets one ``"path: reason"`` line per entry that cannot be used: a
+            sub-folder that cannot be read, a symlink that leads nowhere or in a loop, and a name with
+            one of ``extensions`` that is no regular file (a folder, a pipe, a device).
 
     Raises:
         NoImagesError: ``folder`` does not exist, or holds no file with one of ``extensions``.
@@ -61,11 +68,36 @@ def find_images(
     folder = Path(folder)
     if not folder.is_dir():
         raise NoImagesError(f"{folder}: no such folder")
-    pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in extensions and p.is_file())
-    if not files:
-        raise NoImagesError(f"{folder}: no {what} ({', '.join(extensions)})")
-    return files
+    found: list[Path] = []
+    problems: list[str] = []
+
+    def unreadable(error: OSError) -> None:
+        problems.append(f"{error.filename}: unreadable folder, skipped ({error.strerror or error})")
+
+    for directory, subfolders, names in os.walk(folder, onerror=unreadable):
+        if not recursive:
+            subfolders.clear()
+        for name in names + [d for d in subfolders if Path(d).suffix.lower() in extensions]:
+            path = Path(directory) / name
+            if path.suffix.lower() not in extensions:
+                continue
+            try:
+                mode = path.stat().st_mode  # follows a symlink to its file
+            except OSError as e:
+                kind = "a symlink loop" if e.errno == errno.ELOOP else "a dangling symlink" if path.is_symlink() \
+                    else "unreadable"
+                problems.append(f"{path}: {kind}, skipped ({e.strerror or e})")
+                continue
+            if stat.S_ISREG(mode):
+                found.append(path)
+            else:
+                problems.append(f"{path}: not a regular file (a folder, pipe or device), skipped")
+    if skipped is not None:
+        skipped.extend(sorted(problems))
+    if not found:
+        more = f"; {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} skipped" if problems else ""
+        raise NoImagesError(f"{folder}: no {what} ({', '.join(extensions)}){more}")
+    return sorted(found)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -231,15 +231,17 @@ def _batch_size(args: argparse.Namespace, options: PortraitOptions, jobs: list[J
     return args.batch_size
 
 
-def _plan(args: argparse.Namespace) -> list[Job]:
-    """Every file the run will write, checked before any is written."""
+def _plan(args: argparse.Namespace, skipped: list[str]) -> list[Job]:
+    """Every file the run will write, checked before any is written (``skipped``: a folder's entries
+    that cannot be used, each with its reason)."""
     source, output = args.input, args.output
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
     plan = OutputPlan(inputs=[args.checkpoint], overwrite=args.overwrite)
     if source.is_dir():
         # A folder may mix photos and clips: each is handled by its kind.
-        files = find_images(source, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, what="image files or videos")
+        files = find_images(source, extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, what="image files or videos",
+                            skipped=skipped)
         check_output_folder(output, source)
         stems = output_stems(files, source)
         jobs = [Job(f, output / f"{stems[f]}{'.mp4' if _is_video(f) else '.png'}",
@@ -269,7 +271,8 @@ def _plan(args: argparse.Namespace) -> list[Job]:
 def _run(args: argparse.Namespace) -> int:
     options = portrait_options(args)
     check_parsing_model(args.parsing_model, options.mask)
-    jobs = _plan(args)
+    skipped: list[str] = []
+    jobs = _plan(args, skipped)
     budget = budget_threads(args.threads, args.workers)
     translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.precision)
     if options.align != "none":
@@ -289,8 +292,8 @@ def _run(args: argparse.Namespace) -> int:
     failures = _translate_folder(translator, options, args, jobs, batch_size, budget.workers)
     written = len(jobs) - len(failures)
     print(f"wrote {written} file(s) to {args.output}")
-    if failures:
-        report_failures(failures, len(jobs))
+    if failures or skipped:
+        report_failures(skipped + failures, len(jobs) + len(skipped))
         return 1
     return 0
 

@@ -69,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise InputError(f"--scale {args.scale}: must be a positive number")
     check_output_folder(args.output, args.input)
-    files = find_images(args.input)
+    skipped: list[str] = []
+    files = find_images(args.input, skipped=skipped)
     backend = get_backend(args.landmarks)
     # Existing crops are kept (not an error): a rerun over a grown folder aligns only the new photos.
     plan = OutputPlan(inputs=files, overwrite=True)
@@ -80,8 +81,8 @@ def _run(args: argparse.Namespace) -> int:
                                 lambda path: path, args.debug)
     kept = f", kept {counts['kept']} existing" if counts["kept"] else ""
     print(f"wrote {counts['written']} aligned face(s) to {args.output}{kept}")
-    if problems:
-        report_failures(problems, len(files), "photo(s)")
+    if problems or skipped:
+        report_failures(skipped + problems, len(files) + len(skipped), "photo(s)")
         return 1
     return 0
 
