@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor
 
 from scan.checks import check_shape
-from scan.errors import InputError, add_debug_flag, image_side, positive_int, run_command
+from scan.errors import InputError, add_debug_flag, int_range, run_command
 from scan.outputs import save_image
 
 __all__ = ["cartoonize", "reshape", "lineart", "MAPPINGS", "build_demo_set", "load_heldout", "DEMO_PHOTOS"]
@@ -228,6 +228,11 @@ def _save(images: Tensor, folder: Path) -> None:
 SUBFOLDERS = ("trainA", "trainB", "testA", "testA_target", "testB")
 
 
+MAX_SIDE = 1024  # --size
+MAX_PAIRS = 20_000  # --train, --test
+MAX_BYTES = 4_000_000_000  # the set is drawn in memory
+
+
 def build_demo_set(
     out_dir: str | Path, train: int = 300, test: int = 16, size: int = 72, seed: int = 0, mapping: str = "cartoon"
 ) -> Path:
@@ -256,6 +261,11 @@ def build_demo_set(
         raise InputError(f"{out} is a file; give a folder for the data set")
     if size < 8:
         raise InputError(f"size {size}: the demo images need at least 8 px (the cartoon filters are 5 px wide)")
+    # The crops are drawn in memory, as float32, four sets at once: refuse before allocating them.
+    needed = 2 * (train + test) * size * size * 3 * 4 * 2  # the crops and their mapping
+    if needed > MAX_BYTES:
+        raise InputError(f"{train} + {test} images of {size} px would hold {needed / 1e9:.1f} GB in memory while "
+                         f"they are drawn; at most {MAX_BYTES / 1e9:.0f} GB (fewer images or a smaller --size)")
     existing = [name for name in SUBFOLDERS if (out / name).exists()]
     if existing:
         raise InputError(f"{out}: already holds a data set ({existing[0]}/ exists); choose another folder")
@@ -320,9 +330,10 @@ def load_heldout(root: str | Path, size: int) -> tuple[Tensor, Tensor]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build scan's offline unpaired demo set (photo -> cartoon).")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--train", type=positive_int, default=300)
-    parser.add_argument("--test", type=positive_int, default=16)
-    parser.add_argument("--size", type=image_side, default=72)
+    # Bounded: the set is built in memory (a 2048 px set of 300 held 15 GB) and --train 10**8 would run for hours.
+    parser.add_argument("--train", type=int_range(1, MAX_PAIRS), default=300)
+    parser.add_argument("--test", type=int_range(1, MAX_PAIRS), default=16)
+    parser.add_argument("--size", type=int_range(8, MAX_SIDE), default=72)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mapping", choices=list(MAPPINGS), default="cartoon",
                         help="domain B: cartoon (palette, flat colours, outlines), reshape (the same after a "

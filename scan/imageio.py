@@ -140,9 +140,12 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     CMYK is converted. PIL's decompression-bomb guard stays on.
 
     Raises:
-        OSError, ValueError, Image.DecompressionBombError: the file is not a decodable image.
+        OSError, ValueError, Image.DecompressionBombError: the file is not a decodable image, or
+            has no pixels (a side of 0, which a TIFF or a crafted PNG header can declare).
     """
     with Image.open(path) as image:
+        if 0 in image.size:
+            raise ValueError(f"an image of {image.width}x{image.height} px: no pixels")
         image.load()  # decode now, inside the `with`, so truncation surfaces here
         # 16-bit RGB PNGs come back from PIL as 8-bit RGB already; other modes need care.
         return to_rgb(image)

@@ -142,8 +142,9 @@ class OutputPlan:
             ``path``.
 
         Raises:
-            InputError: ``path`` is an input, was claimed already, is a folder, exists (without
-                ``overwrite``), or lies under a file or an unwritable folder.
+            InputError: ``path`` is an input, was claimed already, is a folder or a special file (a
+                device, pipe or socket), exists (without ``overwrite``), or lies under a file or an
+                unwritable folder.
         """
         path = Path(path)
         resolved, inode = _identity(path)
@@ -156,6 +157,8 @@ class OutputPlan:
                              f"and {source or 'another input'})")
         if path.is_dir():
             raise InputError(f"{path} is a folder; give a file name")
+        if path.exists() and not path.is_file():  # --overwrite would replace a device node with a file
+            raise InputError(f"{path} is not a regular file (a device, pipe or socket); choose another output")
         if path.exists() and not self.overwrite:
             raise InputError(f"{path} exists; pass --overwrite to replace it")
         _check_writable_parent(path)

@@ -42,7 +42,7 @@ from scan.align.landmarks import (
     faces_from_landmarks,
 )
 from scan.align.paste import Blend, get_blend, paste_back
-from scan.errors import UserError
+from scan.errors import InputError, UserError
 from scan.imageio import model_to_pil, pil_to_model, pil_to_uint8, to_rgb
 
 if TYPE_CHECKING:  # only named in annotations: the steps need no network code
@@ -209,10 +209,13 @@ def decode(photo: PhotoSource) -> Image.Image:
 
     Raises:
         TypeError: not a PIL image (nor a loader that returns one).
+        InputError: an image without pixels (a side of 0).
     """
     image = photo() if callable(photo) else photo
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, got {type(image).__name__} (tensors go to translate())")
+    if 0 in image.size:
+        raise InputError(f"an image of {image.width}x{image.height} px: no pixels to translate")
     with _DECODE_LOCK:
         image.load()
     return to_rgb(image)

@@ -334,7 +334,12 @@ CASES = [
     # --- the demo set builder
     Case("demo-set-into-a-file", "demo-set", "{d}/crop.png --train 2 --test 1", 2, "crop.png is a file; give a folder"),
     Case("demo-set-unwritable", "demo-set", "/proc/scan-demo --train 2 --test 1", 2, "cannot write /proc/scan-demo"),
-    Case("demo-set-size-1", "demo-set", "{d}/set --size 1", 2, "1 px is outside 8..8192", argparse=True),
+    Case("demo-set-size-1", "demo-set", "{d}/set --size 1", 2, "1 is outside 8..1024", argparse=True),
+    Case("demo-set-size-2048", "demo-set", "{d}/set --size 2048", 2, "2048 is outside 8..1024", argparse=True),
+    Case("demo-set-train-100000000", "demo-set", "{d}/set --train 100000000", 2, "100000000 is outside 1..20000",
+         argparse=True),
+    Case("demo-set-too-large-for-memory", "demo-set", "{d}/set --train 10000 --size 512", 2,
+         "would hold 126.0 GB in memory while they are drawn; at most 4 GB"),
     Case("demo-set-over-an-existing-one", "demo-set", "{d}/data --train 2 --test 1", 2, "already holds a data set"),
     # --- training
     Case("train-resume-from-random-bytes", "train", "--data.root {d}/data --ckpt_path {d}/bad.ckpt", 2,

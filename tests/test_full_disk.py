@@ -96,3 +96,22 @@ def test_training_onto_a_full_disk_is_one_line(tmp_path, full_disk):
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
     assert "No space left on device" in lines[0] and "MB free there" in lines[0] and "a bug" not in result.stderr
     assert not [p for p in full_disk.rglob("*") if ".tmp" in p.name]
+
+
+def test_an_output_is_never_a_special_file(tmp_path, capsys):
+    """--overwrite replaces files, never a device node or a pipe (with a regular file in its place)."""
+    import os
+
+    from scan.errors import InputError
+    from scan.outputs import OutputPlan
+
+    os.mkfifo(tmp_path / "pipe.png")
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="pipe.png is not a regular file"):
+            OutputPlan(overwrite=overwrite).claim(tmp_path / "pipe.png")
+    with pytest.raises(InputError, match="/dev/null is not a regular file"):
+        OutputPlan(overwrite=True).claim("/dev/null")
+    full = scan.save_model(scan.create_model("tiny"), tmp_path / "tiny.pt")
+    assert export.main(["--checkpoint", str(full), "--format", "scan", "--output", "/dev/null", "--overwrite"]) == 2
+    assert "/dev/null is not a regular file" in capsys.readouterr().err
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

@@ -251,3 +251,14 @@ def test_crops_cut_from_the_read_region_equal_crops_of_the_whole_photo(shift):
     float_result = paste_back(photo, whole, matrices, rounded_square_mask(64))
     assert uint8_result.dtype == torch.uint8
     assert (uint8_result.float() / 127.5 - 1 - float_result).abs().max() <= 1 / 127.5
+
+
+def test_an_image_without_pixels_is_an_input_error_not_a_black_image():
+    from scan.errors import InputError
+
+    translator = Translator(scan.create_model("tiny"), device="cpu")
+    for size in ((0, 0), (64, 0)):
+        with pytest.raises(InputError, match=rf"an image of {size[0]}x{size[1]} px: no pixels"):
+            translator.portrait(Image.new("RGB", size))
+        with pytest.raises(InputError, match="no pixels"):
+            translator.aligned(Image.new("RGB", size))
