@@ -31,7 +31,7 @@ from scan.batching import translate_in_batches
 from scan.checkpoint import load_model
 from scan.checks import check_positive_int
 from scan.compiling import check_compile_available, compile_errors, compile_modules, run_padded
-from scan.errors import UserError
+from scan.errors import InputError, UserError
 from scan.generator import StackOutput
 from scan.imageio import as_model_input, model_to_pil
 from scan.model import SCAN
@@ -352,8 +352,13 @@ class Translator:
         smoother = TemporalSmoother(temporal)
         tracker = FaceTracker(self.landmark_backend(options.landmarks), options.faces, detect_every, fps,
                               options.min_score, fade_frames=fade_frames)
-        for frame in frames:
+        first_shape = None
+        for index, frame in enumerate(frames):
             array = decode_frame(frame)  # decode
+            first_shape = first_shape or array.shape
+            if array.shape != first_shape:  # a tracked face would be pasted where it no longer is
+                raise InputError(f"frame {index} is {array.shape[1]}x{array.shape[0]} px, but the clip started at "
+                                 f"{first_shape[1]}x{first_shape[0]}: a clip's frames must keep one size")
             tracks = tracker.update(array)  # track, in place of detect
             smoother.keep_only([t.id for t in tracks])
             if not tracks:

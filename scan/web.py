@@ -4,9 +4,7 @@
     scan-web --checkpoint a.pt --checkpoint b.pt --port 8000
     python -m scan.web --checkpoint demo_output/model.pt
 
-Upload a photo (or take one with the webcam), pick the model, direction, crop template, faces, mask
-and paste-back, and the page shows the result beside the input, the stage strip (aligned crop, every
-stage, alpha maps) and the time taken.
+Upload a photo (or take one with the webcam), pick the options, see the result, stage strip and time.
 
 Safe to leave running on a shared machine: it listens on localhost unless ``--host`` says otherwise;
 images over ``--max-pixels`` are refused (their header is read, never the pixels) and uploads over
@@ -19,14 +17,16 @@ the server's log only). Gradio needs the ``web`` extra: ``pip install -e ".[web]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import ipaddress
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,6 @@ from PIL import Image
 
 from scan.align.landmarks import BACKENDS, FACE_MODES, NoFaceError
 from scan.align.paste import blend_kinds
-from scan.checkpoint import load_model
 from scan.errors import (
     InputError,
     UserError,
@@ -48,16 +47,16 @@ from scan.errors import (
 )
 from scan.imageio import load_image
 from scan.model import DIRECTIONS
-from scan.outputs import save_image, short_labels
+from scan.outputs import save_image
 from scan.portrait import CROP_TEMPLATES, PortraitOptions
 from scan.runtime import budget_threads
 from scan.strips import stage_strip
-from scan.translator import Translator
+from scan.web_models import Models, check_choice
 
 if TYPE_CHECKING:
     import gradio as gr
 
-__all__ = ["main", "build_parser", "Models", "translate_photo", "build_app", "start", "WebResult",
+__all__ = ["main", "build_parser", "Models", "translate_photo", "build_app", "start", "close", "WebResult",
            "DEFAULT_MAX_PIXELS", "CROP_CHOICES"]
 
 log = logging.getLogger(__name__)
@@ -85,63 +84,6 @@ def _import_gradio() -> Any:
     return gradio
 
 
-class Models:
-    """The checkpoints named on the command line, loaded once; the page picks among their labels.
-
-    Args:
-        checkpoints: model files or training checkpoints; each is labelled by its file name without the
-            extension (:func:`scan.outputs.short_labels`); :meth:`get` takes the path as given too.
-        device, precision: as for :class:`Translator`.
-        landmarks: the landmark backend (``auto``, ``fan``, ``dlib``); loaded now, so a missing one
-            fails at start-up instead of on the first photo.
-
-    Raises:
-        InputError: a checkpoint named twice, or none.
-        scan.CheckpointError, DeviceError, AlignmentError: as when loading them by hand.
-    """
-
-    def __init__(self, checkpoints: Sequence[Path], device: str = "auto", precision: str = "fp32",
-                 landmarks: str = "auto") -> None:
-        if not checkpoints:
-            raise InputError("give at least one --checkpoint")
-        paths = [str(p) for p in checkpoints]
-        if len(set(paths)) != len(paths):
-            raise InputError(f"a --checkpoint is named twice: {', '.join(sorted(paths))}")
-        labels = short_labels(checkpoints)
-        self.landmarks = landmarks
-        self.translators: dict[tuple[str, str], Translator] = {}
-        first: Translator | None = None
-        for label, path in zip(labels, checkpoints):
-            model = load_model(path)
-            for direction in model.directions:  # an inference-only file may hold one
-                translator = Translator(model, direction, device, precision)
-                if first is None:
-                    first = translator
-                    first.landmark_backend(landmarks)  # loaded now: the first photo is as quick as the others
-                translator.share_landmark_models(first)  # one copy of the landmark model for them all
-                self.translators[label, direction] = translator
-        self.labels = labels
-        # The path as given on the command line names the same model (the library's callers use it).
-        self._by_path = dict(zip(paths, labels))
-
-    def label(self, name: str) -> str:
-        """The picker's label for a label or a checkpoint's path as given."""
-        return self._by_path.get(name, name)
-
-    def get(self, label: str, direction: str) -> Translator:
-        """The translator for one model and direction.
-
-        Raises:
-            InputError: a label or direction that was not offered.
-        """
-        _check_choice("direction", direction, DIRECTIONS)
-        label = self._by_path.get(label, label)
-        _check_choice("model", label, self.labels)
-        if (label, direction) not in self.translators:
-            raise InputError(f"model {label!r} is an inference-only file that holds no {direction} translator")
-        return self.translators[label, direction]
-
-
 @dataclass
 class WebResult:
     """What the page shows: the result image, the stage strip and a one-line summary."""
@@ -149,12 +91,6 @@ class WebResult:
     image: Image.Image
     strip: Image.Image
     summary: str
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    # Gradio checks dropdown values too; this keeps the function safe for any other caller.
-    if value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(choices)}")
 
 
 def _open_photo(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
@@ -209,7 +145,7 @@ def translate_photo(
     """
     if photo is None:
         raise InputError("upload a photo or take one with the webcam first")
-    _check_choice("crop", crop, CROP_CHOICES)  # named as the page names it; the options check the rest
+    check_choice("crop", crop, CROP_CHOICES)  # named as the page names it; the options check the rest
     options = PortraitOptions(align=crop, paste=paste, faces=faces, landmarks=models.landmarks, mask=mask)
     translator = models.get(model, direction)
     model = models.label(model)
@@ -315,12 +251,10 @@ def build_app(models: Models, max_pixels: int = DEFAULT_MAX_PIXELS, examples_fol
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False
+        return host == "localhost"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,12 +319,26 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
         try:
             app.block_thread()
         finally:
-            app.close()
+            close(app)
     return app
+
+
+def close(app: gr.Blocks) -> None:
+    """Stop the server and delete every upload, result and example copy it cached (Gradio's own close
+    keeps them, in a shared temporary folder, readable by everyone)."""
+    app.close()
+    cached = {Path(f) for files in app.temp_file_sets for f in files}
+    cached |= {Path(f) for block in app.blocks.values() for f in getattr(block, "keep_in_cache", ())}
+    for path in cached:  # each in a folder of its own, named by its hash
+        with contextlib.suppress(OSError):
+            path.unlink()
+            path.parent.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, a service manager): closed as on Ctrl-C (uploads deleted), exit 143; not dead at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with command_errors(args.debug) as status:
         start(args)
     return status.code

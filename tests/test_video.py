@@ -286,3 +286,39 @@ def test_existing_output_and_output_equal_to_input_are_refused(files, tmp_path, 
     assert ".mp4 or .webm" in one_error_line(capsys)
     assert run_cli(files, copy, tmp_path / "out.mp4", "--align", "none") == 2
     assert "--align none" in one_error_line(capsys) and not (tmp_path / "out.mp4").exists()
+
+
+def _mpegts(path: Path, side: int, frames: int = 4) -> bytes:
+    import av
+
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg2video", rate=25)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        picture = np.asarray(Image.fromarray(data.astronaut()).resize((side, side)))
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path.read_bytes()
+
+
+def test_a_clip_whose_frame_size_changes_is_refused_not_squashed(tmp_path, capsys):
+    """MPEG-TS pieces joined byte for byte change size mid-stream (as broadcast recordings do)."""
+    clip = tmp_path / "joined.mkv"  # the container is found by its content
+    clip.write_bytes(_mpegts(tmp_path / "a.ts", 128) + _mpegts(tmp_path / "b.ts", 96))
+    assert {f.shape for f in read_video(clip)} == {(128, 128, 3), (96, 96, 3)}
+    torch.manual_seed(0)
+    scan.save_model(scan.create_model("tiny"), tmp_path / "tiny.pt")
+    out = tmp_path / "out.mp4"
+    assert infer_main(["--checkpoint", str(tmp_path / "tiny.pt"), "--input", str(clip), "--output", str(out),
+                       "--landmarks", "dlib", "--allow-no-face"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("is 96x96 px, but the clip started at 128x128: a clip's frames must keep one size"), error
+    assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))
+    # The library alike: no stale face pasted into a frame of another size.
+    translator = Translator.from_checkpoint(tmp_path / "tiny.pt", device="cpu")
+    frames = [np.zeros((64, 64, 3), np.uint8), np.zeros((48, 64, 3), np.uint8)]
+    with pytest.raises(scan.errors.InputError, match="frame 1 is 64x48 px, but the clip started at 64x64"):
+        list(translator.video(iter(frames), landmarks="dlib"))

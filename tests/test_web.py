@@ -258,3 +258,30 @@ def test_a_browser_uploads_the_astronaut_and_sees_the_result(server, files, tmp_
     assert Image.open(screenshot).size[0] == 1200
     assert re.fullmatch(r"the aligned crop translated a2b by .* in \d+\.\d\d s \(\d+x\d+ px\)", captured), captured
     print(f"\nround trip (click to result shown): {round_trip:.2f} s")
+
+
+@pytest.mark.slow
+def test_sigterm_closes_the_server_and_deletes_its_uploads_and_results(files, tmp_path):
+    """What a service manager sends: exit status 143, and nothing left in Gradio's temporary folder
+    (uploads, results and the examples' copies, all readable by every user of the machine)."""
+    import signal
+    import subprocess
+    import sys
+
+    cache = tmp_path / "gradio"
+    cache.mkdir()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "scan.web", "--checkpoint", str(files / "a.pt"), "--port",
+                                str(port), "--landmarks", "dlib"], env=dict(os.environ, GRADIO_TEMP_DIR=str(cache)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("scan-web: serving a on "), process.stderr.read()
+        client = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp_path / "downloads"), verbose=False)
+        client.predict(handle_file(str(files / "astronaut.png")), "a", "a2b", "ffhq", "largest", "square", True,
+                       api_name="/translate")
+        assert len([p for p in cache.rglob("*") if p.is_file()]) >= 3  # the upload, the result, the strip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
