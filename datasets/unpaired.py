@@ -52,8 +52,8 @@ def usable_images(folder: Path, recursive: bool = True) -> list[Path]:
         reason = check_image(path)
         (bad.append((path, reason)) if reason else good.append(path))
     for line in skipped:  # entries the walker could not use: a dangling symlink, an unreadable folder
-        path, _, reason = line.partition(": ")
-        bad.append((Path(path), reason))
+        where, _, reason = line.partition(": ")
+        bad.append((Path(where), reason))
     report_bad_files(bad, str(folder))
     if not good:
         raise NoImagesError(f"{folder}: no usable image ({len(files)} file(s), all unreadable)")

@@ -113,13 +113,10 @@ def detect_scale(
     """The factor by which :class:`DlibBackend` resizes a ``height x width`` photo before its HOG scan.
 
     A face of ``min_face`` (a fraction of the shorter side if below 1, else pixels) should just fill
-    the scan's smallest box (~73 px): the factor is 73 over ``min_face`` in pixels, rounded up to one
-    of the scales the whole-photo scan visits (``2**upsample * (5/6)**k``), so that boxes come in the
-    sizes that scan gave. It is at most ``2**upsample`` (a photo too small for that is scanned as
-    before: at upsample 1 its smallest face is ~36 px) and at most ``max_side`` (2048) over the
-    longer side, so no photo is scanned at a huge size (with a fractional ``min_face`` the scanned
-    shorter side is below ``1.2 * 73 / min_face`` anyway: ~580 px at the default).
-    ``min_face=None``: ``2**upsample``, the whole-photo scan.
+    the scan's smallest box (~73 px): 73 over ``min_face`` in pixels, rounded up to one of the scales
+    the whole-photo scan visits (``2**upsample * (5/6)**k``, so boxes keep that scan's sizes), at most
+    ``2**upsample`` (a small photo is scanned as before) and at most ``max_side`` over the longer
+    side (no photo is scanned at a huge size). ``min_face=None``: ``2**upsample``, the whole-photo scan.
     """
     top = 2.0**upsample
     if min_face is None:
@@ -139,16 +136,13 @@ class DlibBackend:
     """dlib's HOG face detector and 68-point shape predictor (``pip install scan-gan[dlib]``): fully
     offline, CPU only, good on frontal faces.
 
-    The detector's cost is the pixels it scans. It looks for faces down to ``min_face``: by default
-    :data:`MIN_FACE`, 0.15 of the photo's shorter side, below a portrait's face (the astronaut's box
-    is 0.18 of her 512 px photo, the test photos' 0.17 to 0.4). The photo is resized
-    (:func:`detect_scale`) so that such a face fills the detector's smallest box, ~73 px: a 512 px
-    portrait is scanned at 494 px rather than 1024 px (4x fewer pixels), a 4000 px one at ~520 px
-    rather than 4096 px. Faces a little smaller than ``min_face`` are often found too, much smaller
-    ones are not (for a group photo with ``faces="all"``, pass a smaller ``min_face``). A photo whose
-    shorter side is below ~290 px is scanned as before, at twice its size, where the smallest face
-    found is ~36 px. Boxes come back in the photo's pixels, and the landmarks are found on the
-    full-resolution photo.
+    The detector's cost is the pixels it scans. It looks for faces down to ``min_face`` (default
+    :data:`MIN_FACE`, 0.15 of the shorter side, below a portrait's face: the astronaut's is 0.18), on a
+    copy resized (:func:`detect_scale`) so that such a face fills its smallest box, ~73 px: a 512 px
+    portrait is scanned at 494 px, not 1024 (4x fewer pixels). A photo under ~290 px on its shorter
+    side is scanned as before, at twice its size. Boxes come back in the photo's pixels; the landmarks
+    are found on the full-resolution photo. (:func:`detect_faces` scans again for smaller faces where
+    none that large is found, and for ``faces="all"``.)
 
     Args:
         upsample: the photo is scanned at most ``2**upsample`` times its size (finds smaller faces in
@@ -359,8 +353,7 @@ def detect_faces(
 
 
 def _rescaled(face: Face, scale: float) -> Face:
-    """A detection on a copy downscaled by ``scale``, in the original's pixels (pixel centres map as
-    ``(x + 0.5) * scale - 0.5``)."""
+    """A detection on a copy downscaled by ``scale``, in the original's pixels (centres: ``(x + .5) * scale - .5``)."""
     box = tuple(float(v) * scale for v in face.box)
     return Face(box, face.score, (face.landmarks + 0.5) * scale - 0.5)  # type: ignore[arg-type]
 

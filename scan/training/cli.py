@@ -101,6 +101,10 @@ def _default_model_config() -> dict[str, Any]:
     return create_config(default).to_dict() if isinstance(default, str) else default.to_dict()
 
 
+def _no_usage(file: Any = None) -> None:
+    """What a parser prints as its usage on an error: nothing (the error line and the tip follow)."""
+
+
 class SCANCLI(LightningCLI):
     """Links the data's crop size to the model's top resolution, shows the default model config field
     by field, and sets ``trainer.max_epochs`` to the schedule's length when it is not given (the module
@@ -110,7 +114,7 @@ class SCANCLI(LightningCLI):
         parser = super().init_parser(**kwargs)
         # A mistake in an option is its one error line and the tip naming --help, not a 100-line usage
         # dump above them (jsonargparse prints the usage on every error).
-        parser.print_usage = lambda file=None: None
+        parser.print_usage = _no_usage  # type: ignore[method-assign]
         return parser
 
     def add_arguments_to_parser(self, parser: Any) -> None:
