@@ -27,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import scan
+from scan.errors import image_side, int_range
 
 REFERENCE = "cyclegan-256"
 DEFAULT_TWO_STAGE = "scan-128-256"
@@ -68,9 +69,11 @@ def latency(generator: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--presets", nargs="+", default=[p for p in scan.list_models() if p != "tiny"])
-    parser.add_argument("--repeats", type=int, default=5)
+    # Typed and bounded: a bad value is argparse's one line, not a traceback from deep inside a run.
+    parser.add_argument("--sizes", type=image_side, nargs="+", default=[256, 512])
+    parser.add_argument("--presets", nargs="+", choices=scan.list_models(),
+                        default=[p for p in scan.list_models() if p != "tiny"])
+    parser.add_argument("--repeats", type=int_range(1, 1000), default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "model_cost.json")
     parser.add_argument("--quick", action="store_true", help="64 px and one repeat, to check the script")
     args = parser.parse_args()

@@ -49,6 +49,7 @@ from skimage import data
 
 import scan
 from scan.align import DlibBackend, detect_faces
+from scan.errors import image_side, int_range
 from scan.translator import Translator
 from scan.video import FaceTracker, read_video, transcode, write_video
 
@@ -265,15 +266,34 @@ def measure_parts(presets: list[str], clip: list[np.ndarray], rows: list[dict], 
                      "ours_fps": 1000 / ours, "ours_vs_per_frame": ours / per_frame})
 
 
+def _bounded_float(low: float, high: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+_seconds = _bounded_float(0.1, 600.0)
+_noise = _bounded_float(0.0, 128.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["tiny", "mobile-256"])
-    p.add_argument("--flicker-preset", default="mobile-256", help="the model whose flicker is measured")
-    p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--noise", type=float, default=2.0, help="sensor noise, standard deviation in 0-255 units")
-    p.add_argument("--threads", type=int, default=2)
+    # Typed and bounded: a bad value is argparse's one line, not a traceback from deep inside a run.
+    p.add_argument("--presets", nargs="+", choices=scan.list_models(), default=["tiny", "mobile-256"])
+    p.add_argument("--flicker-preset", choices=scan.list_models(), default="mobile-256",
+                   help="the model whose flicker is measured")
+    p.add_argument("--seconds", type=_seconds, default=4.0)
+    p.add_argument("--width", type=image_side, default=640)
+    p.add_argument("--height", type=image_side, default=480)
+    p.add_argument("--noise", type=_noise, default=2.0, help="sensor noise, standard deviation in 0-255 units")
+    p.add_argument("--threads", type=int_range(1, 256), default=2)
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     p.add_argument("--quick", action="store_true", help="a few frames at 320x240 with `tiny`: checks the script")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/video_flicker.json"))

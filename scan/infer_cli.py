@@ -149,6 +149,9 @@ def check_parsing_model(path: Path | None, mask: str) -> None:
 
 def portrait_options(args: argparse.Namespace) -> PortraitOptions:
     """The command's portrait options, checked once, for every photo, folder and clip of the run."""
+    if args.faces == "all" and not args.paste_back and args.align != "none":
+        raise InputError("--faces all with --no-paste-back: one output per photo holds one face's crop, and the "
+                         "others would be dropped; scan-align cuts every face, or keep the paste-back")
     return PortraitOptions(align=args.align, paste=args.paste_back, faces=args.faces, landmarks=args.landmarks,
                            mask=args.mask)
 

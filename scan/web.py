@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import html
 import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -309,8 +311,8 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
                    max_file_size=MAX_UPLOAD, show_error=False, ssr_mode=False, theme=theme, quiet=True,
                    footer_links=[])
     except OSError as e:  # the port is taken, or the address is not this machine's
-        reason = "the port is taken (choose another with --port)" if "empty port" in str(e) else one_line(e)
-        raise InputError(f"cannot serve on {args.host}:{args.port}: {reason}") from None
+        raise InputError(f"cannot serve on {args.host}:{args.port}: {_why_not_served(args.host, args.port, e)}") \
+            from None
     url = app.local_url or f"http://{args.host}:{args.port}/"
     print(f"scan-web: serving {', '.join(models.labels)} on {url} (Ctrl-C stops it)", flush=True)
     if on_ready is not None:
@@ -321,6 +323,21 @@ def start(args: argparse.Namespace, block: bool = True, on_ready: Callable[[str]
         finally:
             close(app)
     return app
+
+
+def _why_not_served(host: str, port: int, error: OSError) -> str:
+    """What Gradio's "cannot find empty port" meant: found by binding the address ourselves."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except socket.gaierror:
+        return "not a host name or address this machine can resolve (--host)"
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return "the port is taken (choose another with --port)"
+        return f"{e.strerror or e} (--host: an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)"
+    return one_line(error)
 
 
 def close(app: gr.Blocks) -> None:

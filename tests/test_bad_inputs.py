@@ -334,6 +334,8 @@ CASES = [
     # --- the demo set builder
     Case("demo-set-into-a-file", "demo-set", "{d}/crop.png --train 2 --test 1", 2, "crop.png is a file; give a folder"),
     Case("demo-set-unwritable", "demo-set", "/proc/scan-demo --train 2 --test 1", 2, "cannot write /proc/scan-demo"),
+    Case("infer-every-face-without-paste-back", "infer", f"{I} --input {{d}}/astronaut.png --output {{d}}/out.png "
+         "--faces all --no-paste-back", 2, "--faces all with --no-paste-back: one output per photo holds one face"),
     Case("demo-set-size-1", "demo-set", "{d}/set --size 1", 2, "1 is outside 8..1024", argparse=True),
     Case("demo-set-size-2048", "demo-set", "{d}/set --size 2048", 2, "2048 is outside 8..1024", argparse=True),
     Case("demo-set-train-100000000", "demo-set", "{d}/set --train 100000000", 2, "100000000 is outside 1..20000",
@@ -442,3 +444,16 @@ def test_bad_input(case: Case, results):
         appeared = {name for name in appeared if not name.startswith("runs/demo/version_0/")}
     assert appeared == case.new, stderr
     assert not (d / "pwned").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["benchmarks/model_cost.py", "--sizes", "0"],
+    ["benchmarks/model_cost.py", "--presets", "nope"],
+    ["benchmarks/video_flicker.py", "--seconds", "nan"],
+    ["benchmarks/video_flicker.py", "--width", "-3"],
+])
+def test_benchmark_scripts_refuse_bad_arguments_in_one_line(command):
+    result = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{Path(command[0]).name}: error: argument {command[1]}")

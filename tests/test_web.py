@@ -174,6 +174,18 @@ def test_the_command_line(files, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("host", "reason"), [
+    ("192.0.2.1", "Cannot assign requested address (--host: an address of this machine"),  # TEST-NET-1
+    ("no.such.host.invalid", "not a host name or address this machine can resolve (--host)"),
+])
+def test_an_unusable_host_is_named_not_blamed_on_the_port(files, capsys, host, reason):
+    assert web.main(["--checkpoint", str(files / "a.pt"), "--host", host, "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("error:")]) == 1 and reason in err[-1], err
+    assert "port is taken" not in err[-1]
+
+
+@pytest.mark.slow
 def test_a_taken_port_is_one_line(files, server, capsys):
     taken = urlparse(server.local_url).port  # the test server's
     assert web.main(["--checkpoint", str(files / "a.pt"), "--port", str(taken)]) == 2
