@@ -12,6 +12,8 @@ already claimed, and an existing file unless ``overwrite`` is set.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import io
 import os
 import tempfile
@@ -41,6 +43,22 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of ``path`` that a killed writer left (SIGKILL, a power cut): those
+    whose writer's pid (in their name) is no running process."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.*.tmp{glob.escape(path.suffix)}"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except OSError:  # alive (another user's process): not ours to touch
+            pass
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Write a file atomically: ``write(temporary_path)``, fsync, then rename over ``path``.
 
@@ -59,7 +77,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        _remove_stale_temporaries(path)
+        # The writer's pid in the name: a later write of the same file removes what a killed one left.
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                    suffix=f".tmp{path.suffix}")
         os.close(fd)
         tmp = Path(name)
         write(tmp)

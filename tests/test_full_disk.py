@@ -5,6 +5,7 @@ where this machine lets the test mount one; a failing writer stands in everywher
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,8 +101,6 @@ def test_training_onto_a_full_disk_is_one_line(tmp_path, full_disk):
 
 def test_an_output_is_never_a_special_file(tmp_path, capsys):
     """--overwrite replaces files, never a device node or a pipe (with a regular file in its place)."""
-    import os
-
     from scan.errors import InputError
     from scan.outputs import OutputPlan
 
@@ -115,3 +114,27 @@ def test_an_output_is_never_a_special_file(tmp_path, capsys):
     assert export.main(["--checkpoint", str(full), "--format", "scan", "--output", "/dev/null", "--overwrite"]) == 2
     assert "/dev/null is not a regular file" in capsys.readouterr().err
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_a_write_killed_midway_leaves_nothing_after_the_next_write_of_that_file(tmp_path):
+    """SIGKILL (or a power cut) mid-write cannot clean up after itself: the next write of the same file
+    removes the temporary file its killed writer left, and no one else's."""
+    import signal
+    import time
+
+    target = tmp_path / "last.ckpt"
+    code = ("import sys, time; from pathlib import Path; from scan.outputs import atomic_write; "
+            "atomic_write(sys.argv[1], lambda tmp: (tmp.write_bytes(b'half'), print('writing', flush=True), "
+            "time.sleep(60)))")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".last.ckpt.{writer.pid}.")  # what a kill leaves
+    alive = tmp_path / f".last.ckpt.{os.getpid()}.other.tmp.ckpt"  # a live writer's: kept
+    alive.write_bytes(b"in progress")
+    time.sleep(0.01)
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "last.ckpt"])
+    assert target.read_bytes() == b"whole"
