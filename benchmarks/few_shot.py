@@ -12,6 +12,8 @@ held-out answers after every short epoch (PSNR, SSIM, detail through :mod:`scan.
   fine-tuned                       ``--model.init_from`` the base model, everything trains
   fine-tuned + DiffAugment         the same with ``--model.diff_augment color,translation,cutout`` (the
                                    recipe of ``configs/finetune.yaml``)
+  fine-tuned + DiffAugment, no colour   ``--model.diff_augment translation,cutout``: the same without the
+                                   colour jitter, which hides a style that is mostly a palette
   fine-tuned, encoders frozen      ``--model.freeze [encoders]``: only the residual bodies, decoders, fusion
                                    blocks and discriminators train
   fine-tuned, stage 1 frozen       ``--model.freeze [stage1]``: stage 2 alone learns the style (its phase
@@ -103,6 +105,8 @@ ROWS = {row.name: row for row in (
     Row("from scratch", init=False),
     Row("fine-tuned", init=True),
     Row("fine-tuned + DiffAugment", init=True, diff_augment=POLICY),
+    # Without its colour jitter: a style that is mostly a palette (lineart's) is what colour jitter hides.
+    Row("fine-tuned + DiffAugment, no colour", init=True, diff_augment="translation,cutout"),
     Row("fine-tuned, encoders frozen", init=True, freeze=("encoders",)),
     Row("fine-tuned, stage 1 frozen", init=True, freeze=("stage1",), split=((2, 1.0),)),
     Row("fine-tuned + DA, encoders frozen", init=True, diff_augment=POLICY, freeze=("encoders",)),
