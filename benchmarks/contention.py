@@ -137,8 +137,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps({"seconds": run_workload(args.worker, args.preset, args.items)}))
         return
-    if args.quick:
-        args.preset, args.items, args.workloads = "tiny", 2, ["image", "training"]
+    if args.quick:  # one workload, one setting: checks the script end to end in seconds
+        args.preset, args.items, args.workloads, args.settings = "tiny", 1, ["image"], ["scan"]
     from scan.runtime import available_cpus
 
     cpus = available_cpus()

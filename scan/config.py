@@ -73,11 +73,10 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         _check_range("GeneratorConfig", "ngf", self.ngf, 1, MAX_WIDTH)
         _check_range("GeneratorConfig", "n_blocks", self.n_blocks, 0, MAX_BLOCKS)
-        _check_range("GeneratorConfig", "outer_kernel", self.outer_kernel, 1, 15)
         if self.residual_zero not in ("gain", "head"):
             raise ValueError(f"residual_zero must be 'gain' or 'head', got {self.residual_zero!r}")
-        if not isinstance(self.outer_kernel, int) or self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
-            raise ValueError(f"outer_kernel must be an odd size >= 1, got {self.outer_kernel}")
+        if not isinstance(self.outer_kernel, int) or not 1 <= self.outer_kernel <= 15 or self.outer_kernel % 2 == 0:
+            raise ValueError(f"outer_kernel must be an odd size from 1 to 15, got {self.outer_kernel}")
         if self.kind not in components.stage_kinds():
             raise components.UnknownComponentError(
                 f"unknown stage kind {self.kind!r}; registered: {', '.join(components.stage_kinds())} (import the "

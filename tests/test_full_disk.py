@@ -90,8 +90,8 @@ def test_training_onto_a_full_disk_is_one_line(tmp_path, full_disk):
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "train.py"), "fit", "--config", str(root / "configs" / "demo.yaml"),
            "--model.model_overrides", "null", "--data.root", str(demo_root), "--data.num_workers", "0",
-           "--data.batch_size", "2", "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "4",
-           "--checkpoint.every_n_train_steps", "2", "--trainer.logger.init_args.save_dir", str(full_disk / "runs")]
+           "--data.batch_size", "2", "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "2",
+           "--checkpoint.every_n_train_steps", "1", "--trainer.logger.init_args.save_dir", str(full_disk / "runs")]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]

@@ -267,6 +267,13 @@ def _check_benchmark(words: list[str]) -> None:
             assert measured["square"]["gradient_vs_square"] == 1.0
         assert "| astronaut (1) | seamless |" in Path(f"{out}.md").read_text()
         assert Path(f"{out}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    elif script.stem == "contention":  # quiet and beside busy processes, the slowdown against the fair share
+        (row,) = rows
+        assert row["quiet_s"] > 0 and row["slowdown"] == pytest.approx(row["loaded_s"] / row["quiet_s"])
+        cpus = json.loads(Path(f"{out}.json").read_text())["meta"]["cpus"]
+        assert row["fair"] == pytest.approx((cpus + 2) / cpus)  # beside 2 busy processes
+        assert row["vs_fair"] == pytest.approx(row["slowdown"] / row["fair"])
+        assert "| image | scan |" in Path(out).with_suffix(".md").read_text()
     else:
         pytest.fail(f"{words[1]}: nothing here checks its output; teach tests/test_readme.py")
 

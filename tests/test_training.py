@@ -673,5 +673,5 @@ def test_a_resumed_run_keeps_this_commands_run_options_and_says_what_the_checkpo
 def test_bad_compile_mode_and_kernel_type_are_refused_in_words():
     with pytest.raises(ValueError, match="compile_mode must be one of"):
         SCANModule("tiny", compile=True, compile_mode="bogus")
-    with pytest.raises(ValueError, match="outer_kernel must be an odd size"):
+    with pytest.raises(ValueError, match="GeneratorConfig.outer_kernel must be int, got '3'"):
         scan.create_model("scan-128-256", stages=[None, {"generator": {"outer_kernel": "3"}}])
