@@ -496,8 +496,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds per run, to check the script")
     args = parser.parse_args()
     train_count, test_count = 300, 64
-    if args.quick:  # toy scale: one seed, 4 channels, at most 64 px, 1.5 s per run
-        args.budget, args.seeds, args.width, args.epoch_steps = 1.5, args.seeds[:1], 4, 2
+    if args.quick:  # toy scale: one seed, 4 channels, at most 64 px, 0.75 s per run
+        args.budget, args.seeds, args.width, args.epoch_steps = 0.75, args.seeds[:1], 4, 2
         args.size, args.jobs = min(args.size, 64), 1
         train_count, test_count = 16, 4
     chosen = args.variants or list(variants(args.width, args.size))

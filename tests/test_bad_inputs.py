@@ -361,13 +361,6 @@ CASES = [
          "holds an earlier run", setup=_earlier_run),
     Case("train-batch-larger-than-the-data", "train", "--data.root {d}/data --data.batch_size 20", 2,
          "fewer than one batch"),
-    Case("train-an-unknown-option", "train", "--data.root {d}/data --model.bogus 3", 2,
-         "unrecognized arguments: --model.bogus 3"),
-    Case("train-an-override-of-the-wrong-type", "train",
-         '--data.root {d}/data --model.model_overrides {"loss":{"lambda_cycle":"x"}}', 2,
-         "LossConfig.lambda_cycle must be float, got 'x'"),
-    Case("train-a-gpu-on-a-machine-without-one", "train", "--data.root {d}/data --trainer.accelerator gpu", 2,
-         "No supported gpu backend found"),
     Case("train-nan-losses-stop-the-run-with-image-logging-on", "train",
          "--data.root {d}/data --model.lr 1e30 --model.image_log_every_n_steps 1 --model.max_nonfinite_steps 2 "
          "--trainer.max_epochs 4", 2, "loss was NaN/inf for", new_run=True),
@@ -414,10 +407,38 @@ def test_the_table_covers_every_command():
     assert len({case.id for case in CASES}) == len(CASES)
 
 
-def test_a_bad_training_option_is_its_line_and_the_tip_not_a_usage_dump(results):
-    _, result, *_ = results["train-an-unknown-option"]
-    assert result.stderr.strip().splitlines() == ["tip: For details of accepted options run: train.py fit --help",
-                                                  "error: unrecognized arguments: --model.bogus 3"]
+def _train_in_process(tmp_path, monkeypatch, *extra: str) -> int:
+    """train.py's main in this process (the table's subprocesses cost seconds of imports each)."""
+    from scan.datasets.demo import build_demo_set
+    from scan.training.cli import main as train_main
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.chdir(tmp_path)
+    build_demo_set(tmp_path / "data", train=4, test=2, size=72)
+    return train_main([*PROGRAMS["train"][1:], "--data.root", str(tmp_path / "data"), *extra])
+
+
+def test_a_bad_training_option_is_its_line_and_the_tip_not_a_usage_dump(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exited:
+        _train_in_process(tmp_path, monkeypatch, "--model.bogus", "3")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-2:] == ["tip: For details of accepted options run: train.py fit --help",
+                                             "error: unrecognized arguments: --model.bogus 3"]
+    assert "usage:" not in err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--model.model_overrides", '{"loss": {"lambda_cycle": "x"}}'], "LossConfig.lambda_cycle must be float, got 'x'"),
+    (["--trainer.accelerator", "gpu"], "No supported gpu backend found"),
+])
+def test_late_training_mistakes_are_one_line_before_any_step(tmp_path, monkeypatch, capsys, extra, message):
+    if "gpu" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert _train_in_process(tmp_path, monkeypatch, *extra) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "a bug" not in errors[0]
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
