@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -109,9 +110,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], serialise: Callable[[io.Byt
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
-def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Save a PIL image atomically, in the format its extension names."""
-    return atomic_write(path, lambda tmp: image.save(tmp))
+def save_image(image: Image.Image, path: str | os.PathLike[str], **params: Any) -> Path:
+    """Save a PIL image atomically, in the format its extension names (``params``: PIL's save options)."""
+    return atomic_write(path, lambda tmp: image.save(tmp, **params))
 
 
 def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:

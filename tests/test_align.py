@@ -7,6 +7,7 @@ import pytest
 import torch
 from kornia.geometry.transform import warp_affine
 from PIL import Image
+from sample_photos import two_faces
 from skimage import data
 
 from scan.align import (
@@ -185,6 +186,36 @@ def test_scan_align_cli_aligns_a_folder_and_reports_problems(tmp_path, astronaut
     assert sorted(p.name for p in raw.iterdir()) == before  # the input is never written to
     assert align_main([str(raw), str(raw / "out")]) == 2
     assert "the input folder or inside it" in capsys.readouterr().err
+
+
+def test_scan_align_names_never_collide_and_reruns_keep_only_their_own_crops(tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    raw.mkdir()
+    two_faces().save(raw / "a.jpg")  # two faces: a_0, a_1 under --faces all
+    two_faces().crop((0, 0, 220, 260)).save(raw / "a_0.jpg")  # one face: a_0_0, not a second a_0
+
+    def align(*extra):
+        return align_main([str(raw), str(out), "--size", "32", "--landmarks", "dlib", *extra])
+
+    assert align("--faces", "all") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_0.png", "a_0_0.png", "a_1.png"]
+    assert Image.open(out / "a_1.png").info["scan-align-source"] == "a.jpg#1"
+    assert Image.open(out / "a_0_0.png").info["scan-align-source"] == "a_0.jpg#0"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert align("--faces", "all") == 0  # a rerun keeps what it made
+    assert "kept 3 existing" in capsys.readouterr().out
+    # Under --faces largest, a_0.jpg's crop would be a_0.png, which holds a.jpg's first face: reported,
+    # not kept as if it were a_0.jpg's, and not overwritten.
+    assert align("--faces", "largest") == 1
+    assert f"{out / 'a_0.png'} exists but it was cut from a.jpg#0" in capsys.readouterr().err
+    assert Image.open(out / "a.png").info["scan-align-source"] == "a.jpg#0"
+    assert all((out / name).read_bytes() == data for name, data in before.items())
+    # A file scan-align did not make is never taken for a crop.
+    Image.new("RGB", (32, 32)).save(out / "a_0.png")
+    assert align("--faces", "all") == 1
+    assert "has no record of its photo" in capsys.readouterr().err
+    assert align("--faces", "all", "--overwrite") == 0
+    assert Image.open(out / "a_0.png").info["scan-align-source"] == "a.jpg#0"
 
 
 

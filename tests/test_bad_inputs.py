@@ -33,6 +33,7 @@ from skimage import data
 
 import scan
 from scan.datasets.demo import build_demo_set
+from scan.outputs import OutputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -439,6 +440,46 @@ def test_late_training_mistakes_are_one_line_before_any_step(tmp_path, monkeypat
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "a bug" not in errors[0]
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_empty_log_folder(tmp_path, monkeypatch, capsys):
+    import scan.training.cli as training_cli
+
+    def disk_full(path, write):  # the run's folder is made, then its first file (config.yaml) fails
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        raise OutputError(f"cannot write {path}: No space left on device (0.0 MB free there)")
+
+    monkeypatch.setattr(training_cli, "atomic_write", disk_full)
+    assert _train_in_process(tmp_path, monkeypatch) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "runs/demo/version_0").exists()  # else the next run would be version_1
+    assert (tmp_path / "runs/demo").is_dir()  # only the run's own folder goes
+
+
+def test_only_a_run_folder_without_anything_logged_is_removed(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from scan.training.interrupts import remove_unused_folder
+
+    def events(folder: Path, scalars: int) -> None:
+        writer = SummaryWriter(str(folder))  # its file starts with a header record
+        for step in range(scalars):
+            writer.add_scalar("loss", 1.0, step)
+        writer.close()
+
+    (tmp_path / "run/checkpoints/a").mkdir(parents=True)
+    events(tmp_path / "run", scalars=0)
+    assert remove_unused_folder(tmp_path / "run") and not (tmp_path / "run").exists()
+    events(tmp_path / "logged", scalars=1)  # one scalar logged keeps it
+    (tmp_path / "logged/empty").mkdir()
+    assert not remove_unused_folder(tmp_path / "logged") and (tmp_path / "logged/empty").is_dir()
+    (tmp_path / "kept/checkpoints").mkdir(parents=True)
+    (tmp_path / "kept/checkpoints/last.ckpt").write_bytes(b"")  # any other file, however small, keeps it all
+    assert not remove_unused_folder(tmp_path / "kept") and (tmp_path / "kept/checkpoints/last.ckpt").is_file()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked/elsewhere").symlink_to(tmp_path / "kept")  # a link is not followed, nor removed
+    assert not remove_unused_folder(tmp_path / "linked") and (tmp_path / "kept/checkpoints").is_dir()
+    assert not remove_unused_folder(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -4,7 +4,8 @@ with the same landmarks, and a huge photo is never scanned at a huge size."""
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
+from sample_photos import two_faces
 from skimage import data
 
 from scan.align.landmarks import MAX_DETECT_SIDE, MIN_FACE, DlibBackend, detect_faces, detect_scale
@@ -13,12 +14,6 @@ BOX = 73  # the side of dlib's smallest HOG box (scan/align/landmarks.py)
 
 
 # The photos of tests/test_portrait_hashes.py (two_faces, clip_frames) and tests/test_video.py.
-def two_faces() -> np.ndarray:
-    face = Image.fromarray(data.astronaut()).crop((130, 10, 330, 250))
-    photo = Image.new("RGB", (420, 260), (90, 120, 150))
-    photo.paste(face, (0, 10))
-    photo.paste(ImageOps.mirror(face).resize((170, 204)), (230, 40))
-    return np.asarray(photo)
 
 
 def face_frame(shift: int, side: int = 128) -> np.ndarray:
@@ -34,7 +29,7 @@ def astronaut(side: int = 512) -> np.ndarray:
 PHOTOS = {
     "astronaut": lambda: astronaut(),  # scanned at 0.96x (before: 2x)
     "astronaut-300": lambda: astronaut(300),  # 1.67x
-    "two-faces": two_faces,  # 2x: a short side below ~290 px is scanned as before
+    "two-faces": lambda: np.asarray(two_faces()),  # 2x: a short side below ~290 px is scanned as before
     "clip-frame-0": lambda: face_frame(0),
     "clip-frame-8": lambda: face_frame(8),
     "video-frame-192": lambda: face_frame(0, side=192),

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+from sample_photos import two_faces
 from skimage import data
 
 import scan
@@ -127,15 +128,6 @@ def result_hash(result: PortraitResult) -> str:
     for face in result.faces:
         digest.update(face.output.numpy().tobytes())
     return digest.hexdigest()
-
-
-def two_faces() -> Image.Image:
-    """The astronaut's face twice, the second mirrored and smaller (``faces="all"`` finds both)."""
-    face = Image.fromarray(data.astronaut()).crop((130, 10, 330, 250))
-    photo = Image.new("RGB", (420, 260), (90, 120, 150))
-    photo.paste(face, (0, 10))
-    photo.paste(ImageOps.mirror(face).resize((170, 204)), (230, 40))
-    return photo
 
 
 def face_frame(shift: int, side: int = 128) -> np.ndarray:

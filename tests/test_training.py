@@ -321,7 +321,10 @@ def test_a_signalled_run_exits_non_zero_and_names_the_checkpoint_to_resume(tmp_p
     cmd = _train_cmd(demo_root, "--model.schedule", "[{stage: 1, epochs: 50, decay_epochs: 0}]",
                      "--checkpoint.every_n_train_steps", "2",
                      "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
-    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal sends it: a shell starts background jobs with SIGINT ignored, and a child
+    # would inherit that (pytest run with `&`), so the child gets the default disposition back.
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = tmp_path / "runs" / "demo" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240

@@ -4,6 +4,12 @@
 
 Every face is cut on the template and written as PNG; photos with no face and unreadable files
 are reported at the end. The input folder is never written to.
+
+Crop names: ``<photo>.png`` with ``--faces largest`` (one crop per photo), ``<photo>_<i>.png`` for
+every face with ``--faces all`` (even a photo's only face), so that no two photos' crops can share a
+name (``a.jpg``'s second face and ``a_1.jpg``'s face would otherwise both be ``a_1.png``). Each crop
+records the photo and face it was cut from (a PNG text chunk): a rerun keeps an existing crop only
+when that record names the same photo and face, and reports one that does not.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from PIL import Image, PngImagePlugin
 from tqdm import tqdm
 
 from scan.align.crop import TEMPLATES, align_faces
@@ -47,6 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The PNG text chunk naming what a crop was cut from: "<photo relative to the input folder>#<face>".
+SOURCE_KEY = "scan-align-source"
+
+
+def crop_name(stem: Path, face: int, faces: str) -> Path:
+    """A crop's name in the output folder, without the folder: one per photo under ``largest``, and
+    always numbered under ``all``, which makes names unique (a number never holds an ``_``)."""
+    return Path(f"{stem}.png" if faces == "largest" else f"{stem}_{face}.png")
+
+
+def cut_from(crop: Path) -> str | None:
+    """The ``<photo>#<face>`` an earlier run recorded in ``crop``, or None (no record, not a PNG)."""
+    try:
+        with Image.open(crop) as image:
+            return image.info.get(SOURCE_KEY)
+    except Exception:  # unreadable, not an image: no record either
+        return None
+
+
 def _align_one(path: Path, stem: Path, args: argparse.Namespace, backend, plan: OutputPlan, counts: Counter) -> None:
     """Align one photo's faces, counting crops ``written`` and ``kept`` (existing)."""
     try:
@@ -56,12 +82,23 @@ def _align_one(path: Path, stem: Path, args: argparse.Namespace, backend, plan: 
     faces = align_faces(photo, args.size, args.template, args.scale, backend, args.faces, args.min_score)
     if not faces:
         raise InputError(f"{path}: no face found")
-    for i, face in enumerate(faces):
-        target = args.output / (f"{stem}.png" if len(faces) == 1 else f"{stem}_{i}.png")
+    relative = path.relative_to(args.input).as_posix()
+    todo = []
+    for i, face in enumerate(faces):  # every name checked before any crop of the photo is written
+        target, source = args.output / crop_name(stem, i, args.faces), f"{relative}#{i}"
         if target.exists() and not args.overwrite and target not in plan:
-            counts["kept"] += 1  # aligned by an earlier run: a rerun only adds the new photos
-            continue
-        save_image(model_to_pil(face.crop), plan.claim(target, path))
+            recorded = cut_from(target)
+            if recorded == source:
+                counts["kept"] += 1  # aligned by an earlier run: a rerun only adds the new photos
+                continue
+            was = f"it was cut from {recorded}" if recorded else "it has no record of its photo (not scan-align's)"
+            raise InputError(f"{path} (face {i}): {target} exists but {was}; pass --overwrite to replace it, or "
+                             "choose an empty folder")
+        todo.append((plan.claim(target, source), source, face))
+    for target, source, face in todo:
+        record = PngImagePlugin.PngInfo()
+        record.add_text(SOURCE_KEY, source)
+        save_image(model_to_pil(face.crop), target, pnginfo=record)
         counts["written"] += 1
 
 

@@ -36,7 +36,7 @@ from scan.outputs import atomic_write
 from scan.registry import create_config
 from scan.training.callbacks import EvaluationCallback
 from scan.training.checkpoint_io import check_training_checkpoint
-from scan.training.interrupts import InterruptedRun
+from scan.training.interrupts import InterruptedRun, RunFolder
 from scan.training.module import SCANModule
 
 __all__ = ["SCANCLI", "main", "TRAINER_DEFAULTS"]
@@ -226,12 +226,12 @@ def main(args: list[str] | None = None) -> int:
         argv = [a for a in args if a != "--debug"]
 
     def run() -> int:
-        stopped = InterruptedRun()
+        stopped, folder = InterruptedRun(), RunFolder()
         try:
             SCANCLI(
                 SCANModule,
                 UnpairedDataModule,
-                trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [stopped]},
+                trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [stopped, folder]},
                 save_config_callback=AtomicSaveConfig,
                 save_config_kwargs={"overwrite": False},
                 args=argv,
@@ -240,6 +240,10 @@ def main(args: list[str] | None = None) -> int:
         except SystemExit:
             if stopped.code is None:  # --help, a parse error: argparse's own exit
                 raise
+            folder.drop_if_unused()
+        except BaseException:
+            folder.drop_if_unused()  # the loggers are closed by now: what they wrote is on disk
+            raise
         if stopped.code is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: say what happened
             print(stopped.message, file=sys.stderr)
             return stopped.code
