@@ -14,8 +14,11 @@ from scan.datasets.augment import BatchAugment, load_size_for
 from scan.datasets.unpaired import UnpairedImageDataset, resolve_folders
 from scan.evaluation.evaluator import EvalFolders
 from scan.imageio import NoImagesError
+from scan.runtime import MAX_WORKERS
 
-__all__ = ["UnpairedDataModule"]
+__all__ = ["UnpairedDataModule", "MAX_BATCH_SIZE"]
+
+MAX_BATCH_SIZE = 4096  # images per step; far beyond one GPU's memory at 64 px
 
 
 class UnpairedDataModule(pl.LightningDataModule):
@@ -56,6 +59,12 @@ class UnpairedDataModule(pl.LightningDataModule):
         self.load_size = load_size or load_size_for(size)
         if self.load_size < size:
             raise ValueError(f"load_size {self.load_size} is smaller than the crop size {size}")
+        # Checked here, before the run's folder exists: a DataLoader refuses 0 only at the first epoch,
+        # and 100000 workers would start that many processes.
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size {batch_size} is outside 1..{MAX_BATCH_SIZE}")
+        if num_workers is not None and not 0 <= num_workers <= MAX_WORKERS:
+            raise ValueError(f"num_workers {num_workers} is outside 0..{MAX_WORKERS}")
         self.batch_size = batch_size
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.augment = BatchAugment(size, flip=flip, color_jitter=color_jitter, blur_prob=blur_prob)

@@ -14,7 +14,9 @@ import errno
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,8 @@ from typing import TypeVar
 
 __all__ = ["UserError", "InputError", "DeviceError", "EXIT_USER_ERROR", "EXIT_FAILED", "one_line", "run_command",
            "command_errors", "CommandStatus", "add_debug_flag", "each_carrying_on", "report_failures", "positive_int",
-           "int_range", "image_side", "true_or_false", "write_failure", "STORAGE_ERRNOS"]
+           "int_range", "image_side", "true_or_false", "write_failure", "STORAGE_ERRNOS",
+           "Terminated"]
 
 T = TypeVar("T")
 
@@ -47,16 +50,24 @@ class DeviceError(UserError, ValueError):
 _WORKER_TRACEBACK = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback")
 
 
+MAX_LINE = 600  # characters of a message shown on its one line
+
+
 def one_line(error: BaseException) -> str:
     """The message of ``error`` on one line: the last line of an embedded worker traceback (where
-    DataLoader put one), else the first non-empty line, else the exception's type name."""
+    DataLoader put one); else, for a :class:`UserError` (scan's own message, which may name a file
+    whose name holds a newline), all its lines joined; for anything else its first line (torch's
+    and compilers' messages run to pages); else the exception's type name."""
     text = str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if _WORKER_TRACEBACK.search(text) and lines:
         last = lines[-1]
         # "module.NoImagesError: folder: ..." -> "folder: ..."
         return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
-    return lines[0] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    joined = " ".join(lines) if isinstance(error, UserError) else lines[0]
+    return joined if len(joined) <= MAX_LINE else joined[:MAX_LINE - 3] + "..."
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +105,47 @@ def write_failure(path: str | os.PathLike[str] | None, error: OSError) -> str:
     return f"{where}: {reason}"
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a scheduler) or SIGHUP (a closed terminal), raised in the main thread so that
+    the command stops as on Ctrl-C: ``finally`` blocks run, temporary files are removed, one line."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    if signal.getsignal(signal.SIGTERM) is not _terminate:
+        # A handler that calls this one after its own (Lightning's, during training) stops the run at
+        # the next step and writes its checkpoint: SIGHUP joins that path; SIGTERM is already on it.
+        if signum == signal.SIGHUP:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_and_quiet_storage_threads() -> Iterator[None]:
+    """While a command runs: SIGTERM and SIGHUP raise :class:`Terminated`; a background thread that
+    a full disk stops (TensorBoard's event writer) prints no traceback, since the command reports the
+    failed write itself. Both are restored afterwards."""
+    in_main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)} if in_main else {}
+    previous_hook = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in STORAGE_ERRNOS):
+            previous_hook(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous_hook
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], ...] = ()) -> Iterator[CommandStatus]:
     """Run a command's body (the ``with`` block) under the error policy.
@@ -105,7 +157,7 @@ def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], 
 
     Yields:
         The command's status: the body sets its ``code``; an error sets 2 for a :class:`UserError`,
-        1 for any other exception, 130 on Ctrl-C.
+        1 for any other exception, 130 on Ctrl-C, 143 on SIGTERM and 129 on SIGHUP (the shell's codes).
 
     Example:
         >>> with command_errors(args.debug) as status:
@@ -115,7 +167,13 @@ def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], 
     status = CommandStatus()
     caught: tuple[type[BaseException], ...] = (UserError, *user_errors)
     try:
-        yield status
+        with _stop_signals_and_quiet_storage_threads():
+            yield status
+    except Terminated as e:
+        if debug:
+            raise
+        print(f"error: stopped by {e}", file=sys.stderr)
+        status.code = 128 + e.signum
     except caught as e:
         if debug:
             raise
@@ -175,7 +233,8 @@ def each_carrying_on(items: Iterable[T], work: Callable[[T], object], name: Call
             work(item)
         except UserError as e:
             message = one_line(e)  # most messages name their file already; the others get it in front
-            failures.append(message if str(name(item)) in message else f"{name(item)}: {message}")
+            named = " ".join(str(name(item)).splitlines())  # as one_line shows a name holding a newline
+            failures.append(message if named in message else f"{named}: {message}")
         except Exception as e:  # a bug on one input must not cost the others; --debug shows it
             if debug:
                 raise

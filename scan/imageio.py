@@ -55,11 +55,12 @@ def find_images(
 
     Args:
         folder: where to look.
-        recursive: also look in sub-folders (symlinked folders are not followed: no loops).
+        recursive: also look in sub-folders, linked ones too (each folder once: no loops).
         extensions: the suffixes that count (e.g. images and videos, for a folder of both).
         what: what the files are called in the error message.
         skipped: where given, gets one ``"path: reason"`` line per entry that cannot be used: a
-            sub-folder that cannot be read, a symlink that leads nowhere or in a loop, and a name with
+            sub-folder that cannot be read, a symlink that leads nowhere or in a loop, a folder reached a
+            second time through a link, and a name with
             one of ``extensions`` that is no regular file (a folder, a pipe, a device).
 
     Raises:
@@ -74,7 +75,22 @@ def find_images(
     def unreadable(error: OSError) -> None:
         problems.append(f"{error.filename}: unreadable folder, skipped ({error.strerror or error})")
 
-    for directory, subfolders, names in os.walk(folder, onerror=unreadable):
+    visited: set[tuple[int, int]] = set()
+    # Linked sub-folders are followed (data sets are often linked in); a folder reached a second time,
+    # through a link back up (a loop) or a second link, is reported and not walked again.
+    for directory, subfolders, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        try:
+            status = os.stat(directory)
+        except OSError as e:
+            unreadable(e)
+            subfolders.clear()
+            continue
+        if (status.st_dev, status.st_ino) in visited:
+            problems.append(f"{directory}: a folder reached a second time (a link loop or a second link to it), "
+                            "skipped")
+            subfolders.clear()
+            continue
+        visited.add((status.st_dev, status.st_ino))
         if not recursive:
             subfolders.clear()
         for name in names + [d for d in subfolders if Path(d).suffix.lower() in extensions]:

@@ -41,7 +41,7 @@ from scan.imageio import IMAGE_EXTENSIONS, find_images, load_image
 from scan.model import DIRECTIONS
 from scan.outputs import OutputPlan, check_output_folder, output_stems, save_image
 from scan.portrait import CROP_TEMPLATES, PortraitOptions, PortraitResult
-from scan.runtime import budget_threads
+from scan.runtime import MAX_THREADS, MAX_WORKERS, budget_threads
 from scan.strips import stage_strip
 from scan.translator import Translator
 from scan.video_cli import translate_video
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=DEFAULT_WORKERS, metavar="N",
                        help="threads that decode, align and paste back photos while the network runs (default "
                             f"{DEFAULT_WORKERS}; 0: all in the main thread)")
-    speed.add_argument("--threads", type=positive_int, default=None, metavar="N",
+    speed.add_argument("--threads", type=int_range(1, MAX_THREADS), default=None, metavar="N",
                        help="CPU threads scan keeps busy at once: the network's and the workers' (default: "
                             "the CPUs this process may use); fewer leave room for other work")
     speed.add_argument("--compile", action="store_true",
@@ -121,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_debug_flag(p)
     return p
 
-
-MAX_WORKERS = 64
 
 
 def _fraction(text: str) -> float:

@@ -199,6 +199,8 @@ def _check_writable_parent(path: Path) -> None:
     if not ancestor.is_dir():
         raise InputError(f"cannot write {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
+        if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+            raise InputError(f"cannot write {path}: {ancestor} is on a read-only file system")
         raise InputError(f"cannot write {path}: no permission to write in {ancestor}")
 
 

@@ -30,9 +30,13 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["prefer_passive_waiting", "available_cpus", "idle_cpus", "budget_threads", "ThreadBudget", "describe",
-           "WAIT_POLICY_ENV", "available_devices", "resolve_device"]
+           "WAIT_POLICY_ENV", "MAX_THREADS", "MAX_WORKERS", "available_devices", "resolve_device"]
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+# Bounds of the thread and worker counts a user may ask for: each thread or process holds images (and
+# a stack) in memory, and 100000 threads end in "can't start new thread" and a crash, not in speed.
+MAX_THREADS = 256
+MAX_WORKERS = 64
 
 
 def prefer_passive_waiting() -> str:
@@ -121,7 +125,7 @@ def budget_threads(threads: int | None = None, workers: int | None = None) -> Th
         The budget applied.
 
     Raises:
-        ValueError: ``threads`` below 1 or ``workers`` below 0.
+        ValueError: ``threads`` outside 1..``MAX_THREADS`` or ``workers`` below 0.
 
     Example:
         >>> budget = budget_threads(2, workers=8)
@@ -130,8 +134,8 @@ def budget_threads(threads: int | None = None, workers: int | None = None) -> Th
     """
     import torch
 
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
+        raise ValueError(f"threads must be a whole number from 1 to {MAX_THREADS}, got {threads!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 0):
         raise ValueError(f"workers must be a whole number >= 0, got {workers!r}")
     if threads is not None:

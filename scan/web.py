@@ -51,7 +51,7 @@ from scan.imageio import load_image
 from scan.model import DIRECTIONS
 from scan.outputs import save_image
 from scan.portrait import CROP_TEMPLATES, PortraitOptions
-from scan.runtime import budget_threads
+from scan.runtime import MAX_THREADS, budget_threads
 from scan.strips import stage_strip
 from scan.web_models import Models, check_choice
 
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the face-parsing network (ONNX) for the 'parsing' mask (default: $SCAN_FACE_PARSING_MODEL)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=None, metavar="N",
                    help="CPU threads a translation keeps busy (default: all this process may use)")
     add_debug_flag(p)
     return p

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -384,6 +386,33 @@ def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProce
     _png(pool / "crop.png", _crop())
     build_demo_set(pool / "data", train=4, test=2, size=72)
 
+    # Two warm interpreters fork each case's command (tests/command_server.py), so that no case pays
+    # seconds of imports; a case with its own environment runs as a plain subprocess.
+    servers: queue.Queue[subprocess.Popen] = queue.Queue()
+    for _ in range(2):
+        servers.put(subprocess.Popen([sys.executable, str(ROOT / "tests" / "command_server.py")], text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env={**os.environ, "PYTHONWARNINGS": "ignore"}))
+
+    def command(argv: list[str], d: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+        if env:
+            return subprocess.run([sys.executable, *argv], cwd=d, capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
+        streams = Path(f"{d}-streams")  # beside the case's folder, whose files the case checks
+        streams.mkdir()
+        server = servers.get()
+        try:
+            request = {"argv": argv, "cwd": str(d), "env": env, "timeout": 300,
+                       "stdout": str(streams / "stdout"), "stderr": str(streams / "stderr")}
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            answer = server.stdout.readline()
+        finally:
+            servers.put(server)
+        assert answer, "the command server ended"
+        return subprocess.CompletedProcess(argv, json.loads(answer)["returncode"], (streams / "stdout").read_text(),
+                                           (streams / "stderr").read_text())
+
     def run(case: Case):
         d = tmp_path_factory.mktemp(case.id)
         for item in pool.iterdir():
@@ -392,15 +421,20 @@ def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProce
             case.setup(d)
         before = _snapshot(d)
         args = case.args.replace("{d}", str(d)).split()
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", **{k: v.replace("{d}", str(d)) for k, v in case.env.items()}}
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, *PROGRAMS[case.program], *args], cwd=d, capture_output=True,
-                                text=True, timeout=300, env=env)
+        env = {k: v.replace("{d}", str(d)) for k, v in case.env.items()}
+        result = command([*PROGRAMS[case.program], *args], d, env)
         print(f"{case.id}: {time.perf_counter() - start:.1f} s", file=sys.__stderr__)
         return case.id, (case, result, before, _snapshot(d), d)
 
-    with ThreadPoolExecutor(max_workers=2) as executor:
-        return dict(executor.map(run, CASES))
+    try:
+        with ThreadPoolExecutor(max_workers=2) as executor:
+            return dict(executor.map(run, CASES))
+    finally:
+        while not servers.empty():
+            server = servers.get()
+            server.stdin.close()
+            server.wait(timeout=60)
 
 
 def test_the_table_covers_every_command():

@@ -68,3 +68,17 @@ def test_a_model_file_asking_for_too_much_is_refused_under_a_memory_limit(tmp_pa
         assert lines[0].startswith(f"error: {tmp_path / name}.pt: invalid model config")
     with pytest.raises(CheckpointError, match="invalid model config"):
         scan.load_model(tmp_path / "deep.pt")
+
+
+def test_training_counts_and_rates_are_refused_before_a_run_starts():
+    from scan.datasets import UnpairedDataModule
+    from scan.training import SCANModule
+
+    for options, message in [({"num_workers": 100000}, "num_workers 100000 is outside 0..64"),  # 100000 processes
+                             ({"num_workers": -1}, "num_workers -1 is outside"),
+                             ({"batch_size": 0}, "batch_size 0 is outside 1..4096")]:
+        with pytest.raises(ValueError, match=message):
+            UnpairedDataModule(root="anywhere", **options)
+    for options in ({"lr": -1.0}, {"lr": 0.0}, {"lr": float("nan")}, {"beta1": 1.0}, {"joint_lr_scale": float("inf")}):
+        with pytest.raises(ValueError, match="Adam needs 0 < lr"):
+            SCANModule("tiny", **options)

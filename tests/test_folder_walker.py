@@ -70,6 +70,21 @@ def test_the_walker_lists_every_entry_it_cannot_use(tmp_path, locked_is_unreadab
         find_images(nothing)
 
 
+def test_linked_folders_are_walked_once_and_a_loop_is_reported(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(elsewhere / "c.png")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "linked").symlink_to(elsewhere)  # a data set linked in: its photos count
+    (folder / "again").symlink_to(elsewhere)  # a second way to the same photos: once is enough
+    (folder / "up").symlink_to(folder)  # a loop
+    skipped: list[str] = []
+    assert find_images(folder, skipped=skipped) == [folder / "again" / "c.png"]
+    assert skipped == [f"{folder / name}: a folder reached a second time (a link loop or a second link to it), "
+                       "skipped" for name in ("linked", "up")]
+
+
 def test_infer_and_scan_align_report_them_and_exit_1(tmp_path, locked_is_unreadable, capsys):
     folder = hostile_folder(tmp_path)
     scan.save_model(scan.create_model("tiny"), tmp_path / "tiny.pt")

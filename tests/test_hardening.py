@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -98,6 +101,46 @@ def test_run_command_turns_errors_into_one_line_and_a_status(capsys):
     assert err.startswith("error: unexpected KeyError") and "--debug" in err and err.count("\n") == 1
     with pytest.raises(InputError):
         run_command(fail(InputError("shown with its traceback")), debug=True)
+
+
+def test_scan_s_message_on_several_lines_keeps_them_all_on_its_one_line():
+    # scan's own message names a file whose name holds a newline: all of it is kept
+    assert one_line(InputError("in/new\nline.png: no face found")) == "in/new line.png: no face found"
+    assert one_line(ValueError("torch's first line\n  pages of compiler output")) == "torch's first line"
+    assert len(one_line(ValueError("x" * 5000))) == 600
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does_cleaning_up_on_the_way(tmp_path, capsys, sent, code):
+    before = signal.getsignal(sent)
+
+    def writes_then_is_killed():
+        def write(tmp):
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), sent)  # raised here, in the middle of the write
+        atomic_write(tmp_path / "out.png", write)
+        return 0
+
+    assert run_command(writes_then_is_killed) == code
+    assert capsys.readouterr().err == f"error: stopped by {signal.Signals(sent).name}\n"
+    assert list(tmp_path.iterdir()) == []  # the temporary file went with it
+    assert signal.getsignal(sent) is before  # the command's handler is gone with the command
+
+
+def test_a_full_disk_in_a_background_thread_prints_no_traceback(monkeypatch):
+    shown: list[BaseException] = []  # what the hook before the command's is handed (it prints tracebacks)
+    monkeypatch.setattr(threading, "excepthook", lambda args: shown.append(args.exc_value))
+
+    def body():
+        for error in (OSError(errno.ENOSPC, "No space left on device"), KeyError("a bug in a thread")):
+            thread = threading.Thread(target=lambda e=error: (_ for _ in ()).throw(e))
+            thread.start()
+            thread.join()
+        return 0
+
+    assert run_command(body) == 0
+    # The full disk is the command's to report (its own write fails too); anything else is shown as before.
+    assert [type(e) for e in shown] == [KeyError]
 
 
 def test_a_folder_run_lists_every_failure_with_its_input():

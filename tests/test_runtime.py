@@ -52,8 +52,9 @@ def test_an_explicit_budget_is_applied_and_the_workers_fit_in_it(restore_threads
     budget = budget_threads(1, workers=8)
     assert (budget.total, budget.torch, budget.workers) == (1, 1, 1) and torch.get_num_threads() == 1
     assert budget_threads(2, workers=0).workers == 0 and torch.get_num_threads() == 2
-    with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
-        budget_threads(0)
+    for threads in (0, 100000):  # 100000 threads end in "can't start new thread" and a crash
+        with pytest.raises(ValueError, match="threads must be a whole number from 1 to 256"):
+            budget_threads(threads)
     with pytest.raises(ValueError, match="workers must be a whole number >= 0"):
         budget_threads(1, workers=-1)
 

@@ -36,11 +36,10 @@ from scan.evaluation.evaluator import (
 )
 from scan.evaluation.features import MissingWeightsError, load_inception
 from scan.outputs import OutputPlan, atomic_write
-from scan.runtime import resolve_device
+from scan.runtime import MAX_WORKERS, resolve_device
 
 __all__ = ["main", "build_parser", "format_table"]
 
-MAX_WORKERS = 64  # decoding processes
 DEFAULT_METRICS = ("psnr", "ssim", "detail", "kid", "fid")
 COLUMNS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "detail": "detail (dB)", "cycle": "cycle L1",
            "kid": "KID x100", "fid": "FID"}

@@ -207,6 +207,9 @@ class SCANModule(pl.LightningModule):
         self.automatic_optimization = False
         self.model = SCAN(config)
         self.phases = phases
+        if not (0 < lr < math.inf and 0 <= beta1 < 1 and 0 <= beta2 < 1 and 0 < joint_lr_scale < math.inf):
+            raise ValueError(f"Adam needs 0 < lr (got {lr}), beta1 and beta2 in [0, 1) (got {beta1}, {beta2}) and "
+                             f"0 < joint_lr_scale (got {joint_lr_scale}), each finite")
         self.lr, self.betas, self.joint_lr_scale = lr, (beta1, beta2), joint_lr_scale
         self.stage_weights = [1.0] * config.num_stages if stage_weights is None else [float(w) for w in stage_weights]
         if len(self.stage_weights) != config.num_stages or not all(0 <= w < math.inf for w in self.stage_weights):
