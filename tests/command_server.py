@@ -10,15 +10,18 @@ line whose environment must differ before imports runs as a plain subprocess ins
 
 Protocol: one JSON request per line on stdin (``argv``: ``[script, *args]`` or ``["-m", module, *args]``;
 ``cwd``; ``env``: variables to set; ``stdout``/``stderr``: files; ``timeout``: seconds), one JSON line
-``{"returncode": N}`` on stdout when its command has ended.
+``{"returncode": N}`` on stdout when its command has ended. :class:`CommandServer` is the tests' side.
 """
 
 import importlib
 import json
 import os
 import runpy
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 
 PRELOAD = ("scan", "scan.infer_cli", "scan.export", "scan.align.cli", "scan.datasets.demo", "scan.training.cli")
 
@@ -42,6 +45,35 @@ def _become(request: dict) -> str | None:
     sys.argv = list(argv)  # as `python script.py`: the script's folder first on the path
     sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
     return None
+
+
+class CommandServer:
+    """A running server and the tests' way to it: :meth:`run` is ``subprocess.run(capture_output=True)``
+    for ``python ARGV...``, without the imports. One command at a time (one server per thread)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], text=True, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+    def run(self, argv: list[str], cwd: str | os.PathLike[str], timeout: int = 300) -> subprocess.CompletedProcess:
+        streams = tempfile.mkdtemp(prefix="command-streams-")
+        try:
+            request = {"argv": argv, "cwd": str(cwd), "env": {}, "timeout": timeout,
+                       "stdout": os.path.join(streams, "stdout"), "stderr": os.path.join(streams, "stderr")}
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline()
+            assert answer, "the command server ended"
+            with open(request["stdout"]) as out, open(request["stderr"]) as err:
+                return subprocess.CompletedProcess(argv, json.loads(answer)["returncode"], out.read(), err.read())
+        finally:
+            shutil.rmtree(streams, ignore_errors=True)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import queue
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_server import CommandServer
 from PIL import Image
 from skimage import data
 
@@ -388,30 +388,19 @@ def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProce
 
     # Two warm interpreters fork each case's command (tests/command_server.py), so that no case pays
     # seconds of imports; a case with its own environment runs as a plain subprocess.
-    servers: queue.Queue[subprocess.Popen] = queue.Queue()
+    servers: queue.Queue[CommandServer] = queue.Queue()
     for _ in range(2):
-        servers.put(subprocess.Popen([sys.executable, str(ROOT / "tests" / "command_server.py")], text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env={**os.environ, "PYTHONWARNINGS": "ignore"}))
+        servers.put(CommandServer())
 
     def command(argv: list[str], d: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
         if env:
             return subprocess.run([sys.executable, *argv], cwd=d, capture_output=True, text=True, timeout=300,
                                   env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
-        streams = Path(f"{d}-streams")  # beside the case's folder, whose files the case checks
-        streams.mkdir()
         server = servers.get()
         try:
-            request = {"argv": argv, "cwd": str(d), "env": env, "timeout": 300,
-                       "stdout": str(streams / "stdout"), "stderr": str(streams / "stderr")}
-            server.stdin.write(json.dumps(request) + "\n")
-            server.stdin.flush()
-            answer = server.stdout.readline()
+            return server.run(argv, d)
         finally:
             servers.put(server)
-        assert answer, "the command server ended"
-        return subprocess.CompletedProcess(argv, json.loads(answer)["returncode"], (streams / "stdout").read_text(),
-                                           (streams / "stderr").read_text())
 
     def run(case: Case):
         d = tmp_path_factory.mktemp(case.id)
@@ -432,9 +421,7 @@ def results(tmp_path_factory) -> dict[str, tuple[Case, subprocess.CompletedProce
             return dict(executor.map(run, CASES))
     finally:
         while not servers.empty():
-            server = servers.get()
-            server.stdin.close()
-            server.wait(timeout=60)
+            servers.get().close()
 
 
 def test_the_table_covers_every_command():
