@@ -28,6 +28,8 @@ MAX_LAYERS = 8  # discriminator layers
 MAX_STAGES = 6
 MAX_CHANNELS = 16
 MAX_TOP_SIZE = 8192  # as scan.errors.MAX_IMAGE_SIDE
+MAX_POOL = 10000  # fakes an image pool holds in memory
+MAX_LAMBDA = 1e4  # a loss weight; CycleGAN's largest is 10
 
 
 def _check_range(owner: str, name: str, value: Any, low: int, high: int) -> None:
@@ -169,6 +171,11 @@ class LossConfig:
     refiner_cycle: Literal["full", "coarse"] = "full"
 
     def __post_init__(self) -> None:
+        _check_range("LossConfig", "pool_size", self.pool_size, 0, MAX_POOL)
+        for name in ("lambda_cycle", "lambda_identity", "lambda_coarse"):
+            value = getattr(self, name)  # (a value of the wrong type is the type check's to name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= MAX_LAMBDA:
+                raise ValueError(f"LossConfig.{name} must be in 0..{MAX_LAMBDA:g}, got {value}")
         if self.refiner_cycle not in ("full", "coarse"):
             raise ValueError(f"refiner_cycle must be 'full' or 'coarse', got {self.refiner_cycle!r}")
         components.get_gan_loss(self.gan_mode)  # an unknown mode fails here, listing the registered ones

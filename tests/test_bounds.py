@@ -24,6 +24,9 @@ from scan.model import MAX_PARAMETERS, ModelTooLargeError, count_parameters
     ({"stages": [None, {"fusion": {"hidden_channels": 10**9}}]}, "FusionConfig.hidden_channels must be in 1..4096"),
     ({"base_size": 8192}, "would train at 16384 px (base_size 8192, 2 stages); at most 8192"),
     ({"channels": 4096}, "SCANConfig.channels must be in 1..16"),
+    ({"loss": {"pool_size": 10**9}}, "LossConfig.pool_size must be in 0..10000, got 1000000000"),
+    ({"loss": {"lambda_cycle": -1.0}}, "LossConfig.lambda_cycle must be in 0..10000, got -1.0"),
+    ({"loss": {"lambda_identity": float("nan")}}, "LossConfig.lambda_identity must be in 0..10000, got nan"),
 ])
 def test_each_field_has_a_sane_bound(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):

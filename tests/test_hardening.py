@@ -127,6 +127,28 @@ def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does_cleaning_up_on_the_way
     assert signal.getsignal(sent) is before  # the command's handler is gone with the command
 
 
+def test_during_training_sigterm_is_left_to_lightning_and_sighup_joins_it(capsys):
+    """Lightning's SIGTERM handler calls the one it replaced (the command's) after its own, and stops
+    the run gracefully at the next step: the command's handler must then raise nothing."""
+    stops: list[int] = []
+
+    def body():
+        ours = signal.getsignal(signal.SIGTERM)
+
+        def lightning(signum, frame):  # as pytorch_lightning's _HandlersCompose: its own, then the previous
+            stops.append(signum)
+            ours(signum, frame)
+
+        signal.signal(signal.SIGTERM, lightning)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)  # forwarded as SIGTERM, to the same graceful stop
+        signal.signal(signal.SIGTERM, ours)  # Lightning's teardown restores what it replaced
+        return 0
+
+    assert run_command(body) == 0 and stops == [signal.SIGTERM, signal.SIGTERM]
+    assert capsys.readouterr().err == ""
+
+
 def test_a_full_disk_in_a_background_thread_prints_no_traceback(monkeypatch):
     shown: list[BaseException] = []  # what the hook before the command's is handed (it prints tracebacks)
     monkeypatch.setattr(threading, "excepthook", lambda args: shown.append(args.exc_value))

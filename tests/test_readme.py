@@ -206,14 +206,17 @@ def _close_the_benchmark_commands():
 
 def _quality_module():
     """benchmarks/quality.py as a module (it imports its neighbours, as when run from its folder)."""
+    name = "readme_quality"  # registered while it runs: its dataclasses look their module up
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "quality.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop(name, None)
 
 
 def _check_benchmark(words: list[str]) -> None:
