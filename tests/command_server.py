@@ -5,14 +5,17 @@ A fresh ``python infer.py ...`` spends two to four seconds importing torch, Ligh
 reads its first argument; this server imports them once, then forks a child per command line. The child
 is a whole process, as the command would be: its own folder, standard streams (files), ``sys.argv`` and
 exit status; an exception it does not catch prints its traceback and exits 1; a signal that kills it
-gives a negative status, as :mod:`subprocess` reports one. Only import-time state is shared, so a command
+gives a negative status, as :mod:`subprocess` reports one. It ends as Python ends (its threads joined,
+its exit handlers run, its streams flushed) but without freeing every module of the warm interpreter
+one by one, which alone takes seconds. Only import-time state is shared, so a command
 line whose environment must differ before imports runs as a plain subprocess instead (the caller's job).
 
 Protocol: one JSON request per line on stdin (``argv``: ``[script, *args]`` or ``["-m", module, *args]``;
-``cwd``; ``env``: variables to set; ``stdout``/``stderr``: files; ``timeout``: seconds), one JSON line
+``cwd``; ``env``: the environment; ``stdout``/``stderr``: files; ``timeout``: seconds), one JSON line
 ``{"returncode": N}`` on stdout when its command has ended. :class:`CommandServer` is the tests' side.
 """
 
+import atexit
 import importlib
 import json
 import os
@@ -22,14 +25,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
-PRELOAD = ("scan", "scan.infer_cli", "scan.export", "scan.align.cli", "scan.datasets.demo", "scan.training.cli")
+PRELOAD = ("scan", "scan.infer_cli", "scan.export", "scan.align.cli", "scan.datasets.demo", "scan.training.cli",
+           "scan.evaluation.cli")
 
 
 def _become(request: dict) -> str | None:
     """In the child: take the command's folder, environment, streams, time limit and arguments; the
     module to run (``-m``), or None for a script."""
     os.chdir(request["cwd"])
+    os.environ.clear()  # the caller's whole environment, as a subprocess would inherit it
     os.environ.update(request["env"])
     for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT),
                            (2, request["stderr"], os.O_WRONLY | os.O_CREAT)):
@@ -48,19 +54,28 @@ def _become(request: dict) -> str | None:
 
 
 class CommandServer:
-    """A running server and the tests' way to it: :meth:`run` is ``subprocess.run(capture_output=True)``
-    for ``python ARGV...``, without the imports. One command at a time (one server per thread)."""
+    """The tests' side of a server, started at its first command: :meth:`run` is
+    ``subprocess.run(capture_output=True)`` for ``python ARGV...``, without the imports. One command at
+    a time (one server per thread)."""
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], text=True, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        self.process: subprocess.Popen | None = None
 
-    def run(self, argv: list[str], cwd: str | os.PathLike[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], cwd: str | os.PathLike[str] | None = None, timeout: int = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``python *argv`` in ``cwd`` (default: here), in this process's environment as it is now (as
+        a subprocess inherits it) plus ``env``; only variables read after the imports take effect
+        (others need a real subprocess)."""
+        if self.process is None:
+            self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], text=True,
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert self.process.stdin is not None and self.process.stdout is not None
         streams = tempfile.mkdtemp(prefix="command-streams-")
         try:
-            request = {"argv": argv, "cwd": str(cwd), "env": {}, "timeout": timeout,
+            request = {"argv": [str(a) for a in argv], "cwd": str(cwd or os.getcwd()),
+                       "env": {**os.environ, **(env or {})}, "timeout": timeout,
                        "stdout": os.path.join(streams, "stdout"), "stderr": os.path.join(streams, "stderr")}
-            assert self.process.stdin is not None and self.process.stdout is not None
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             answer = self.process.stdout.readline()
@@ -71,9 +86,32 @@ class CommandServer:
             shutil.rmtree(streams, ignore_errors=True)
 
     def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
+        if self.process is not None and self.process.stdin is not None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+            self.process = None
+
+
+def _run_as_main(module: str | None) -> int:
+    """Run the script (``sys.argv[0]``) or ``module`` as ``__main__``; its exit status."""
+    try:
+        if module is None:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        else:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:  # as Python reads sys.exit's argument
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what Python's exit does first: join the threads
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
 
 
 def main() -> None:
@@ -83,13 +121,8 @@ def main() -> None:
         request = json.loads(line)
         sys.stdout.flush()
         pid = os.fork()
-        if pid == 0:  # the command: what it raises unwinds this loop and ends the child as Python would
-            module = _become(request)
-            if module is None:
-                runpy.run_path(sys.argv[0], run_name="__main__")
-            else:
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
-            sys.exit(0)
+        if pid == 0:  # the command
+            os._exit(_run_as_main(_become(request)))
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
 

@@ -4,6 +4,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from command_server import CommandServer
 
 # Tests run on a fixed number of intra-op threads (default 2, the machine `make test` is sized for;
 # SCAN_TEST_THREADS overrides it), so results and run times do not depend on the host's core count.
@@ -20,3 +21,12 @@ def _seed_and_threads():
     random.seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def commands():
+    """Runs ``python ARGV...`` as ``subprocess.run(capture_output=True)`` does, in a fork of a warm
+    interpreter (tests/command_server.py): a process of its own, without seconds of imports."""
+    server = CommandServer()
+    yield server
+    server.close()

@@ -535,8 +535,7 @@ def test_bad_input(case: Case, results):
     ["benchmarks/video_flicker.py", "--seconds", "nan"],
     ["benchmarks/video_flicker.py", "--width", "-3"],
 ])
-def test_benchmark_scripts_refuse_bad_arguments_in_one_line(command):
-    result = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], capture_output=True, text=True,
-                            timeout=120)
+def test_benchmark_scripts_refuse_bad_arguments_in_one_line(command, commands):
+    result = commands.run([ROOT / command[0], *command[1:]])
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"{Path(command[0]).name}: error: argument {command[1]}")

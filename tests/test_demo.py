@@ -1,7 +1,6 @@
 """The newcomer's path: the README's demo command, scaled down, end to end."""
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -31,10 +30,10 @@ def demo_command(out: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_readme_demo_command_runs_end_to_end_scaled_down(tmp_path):
+def test_readme_demo_command_runs_end_to_end_scaled_down(tmp_path, commands):
     out = tmp_path / "demo_output"
-    env = {**os.environ, "SCAN_DEMO_QUICK": "1"}
-    result = subprocess.run(demo_command(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env = {"SCAN_DEMO_QUICK": "1"}
+    result = commands.run(demo_command(out)[1:], cwd=ROOT, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
     # The portrait: same size as the input; the face changed, the far corners untouched bit for bit.
@@ -70,7 +69,7 @@ def test_readme_demo_command_runs_end_to_end_scaled_down(tmp_path):
 
     # Run again into the same folder: one line, exit status 2, nothing touched.
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    again = subprocess.run(demo_command(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    again = commands.run(demo_command(out)[1:], cwd=ROOT, env=env, timeout=60)
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0 and "exists" in again.stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

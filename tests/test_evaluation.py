@@ -3,7 +3,6 @@
 import doctest
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -177,10 +176,9 @@ def test_a_torchscript_extractor_with_the_inception_call_gets_return_features(tm
         load_inception(tmp_path / "junk.pt")
 
 
-def _scan_eval(*args, cwd=None) -> subprocess.CompletedProcess:
+def _scan_eval(commands, *args, cwd=None) -> subprocess.CompletedProcess:
     """``python -m scan.evaluation`` as a user runs it (a process of its own)."""
-    return subprocess.run([sys.executable, "-m", "scan.evaluation", "--quiet", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+    return commands.run(["-m", "scan.evaluation", "--quiet", *map(str, args)], cwd=cwd)
 
 
 def _scan_eval_here(capsys, *args) -> subprocess.CompletedProcess:
@@ -212,10 +210,11 @@ def test_scan_eval_offline_reports_psnr_ssim_and_says_why_kid_fid_are_missing(da
 
 
 @pytest.mark.slow
-def test_scan_eval_with_a_stand_in_extractor_compares_two_models_end_to_end(data, model_file, stand_in, tmp_path):
+def test_scan_eval_with_a_stand_in_extractor_compares_two_models_end_to_end(data, model_file, stand_in, tmp_path,
+                                                                           commands):
     other = scan.save_model(scan.create_model("tiny"), tmp_path / "other.pt")
     out = tmp_path / "report.json"
-    result = _scan_eval("--checkpoint", model_file, other, "--data", data, "--inception-weights", stand_in,
+    result = _scan_eval(commands, "--checkpoint", model_file, other, "--data", data, "--inception-weights", stand_in,
                         "--metrics", "kid", "fid", "psnr", "--batch-size", "4", "--out", out)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -230,7 +229,7 @@ def test_scan_eval_with_a_stand_in_extractor_compares_two_models_end_to_end(data
     assert "psnr" not in report["models"]["tiny.pt"]["b2a"]["rows"]["stage2"]  # no testB_target/
     assert result.stdout.count("| other.pt | stage2 |") == 2  # a table per direction, both models
     # The same report again: refused without --overwrite, one line, the file untouched.
-    again = _scan_eval("--checkpoint", model_file, "--data", data, "--out", out)
+    again = _scan_eval(commands, "--checkpoint", model_file, "--data", data, "--out", out)
     assert again.returncode == 2 and "exists" in again.stderr and json.loads(out.read_text()) == report
 
 

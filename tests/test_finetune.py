@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -320,7 +319,7 @@ def test_finetune_config_trains_from_a_model_file(tmp_path, demo_root, trained_f
 
 
 @pytest.mark.slow
-def test_bad_fine_tuning_input_is_one_error_line_and_exit_2(tmp_path, demo_root, capsys, monkeypatch):
+def test_bad_fine_tuning_input_is_one_error_line_and_exit_2(tmp_path, demo_root, capsys, monkeypatch, commands):
     monkeypatch.setattr(sys, "argv", ["train.py"])
     save_model(scan.create_model("cyclegan-256", stages=[{"generator": {"ngf": 4, "n_blocks": 1}}]),
                tmp_path / "other.pt")
@@ -345,16 +344,14 @@ def test_bad_fine_tuning_input_is_one_error_line_and_exit_2(tmp_path, demo_root,
         line = _one_error_line(capsys.readouterr().err)
         assert code == 2 and message in line, line
     # And as a process: the same one line, no traceback.
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_train_args(
-        demo_root, "--model.init_from", str(tmp_path / "other.pt"))], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120)
+    result = commands.run([ROOT / "train.py", *_train_args(demo_root, "--model.init_from", tmp_path / "other.pt")],
+                          cwd=tmp_path)
     assert result.returncode == 2 and "preset 'cyclegan-256'" in _one_error_line(result.stderr)
 
 
 @pytest.mark.slow
-def test_few_shot_benchmark_quick_run_writes_its_report(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "few_shot.py"), "--quick", "--out",
-                             str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def test_few_shot_benchmark_quick_run_writes_its_report(tmp_path, commands):
+    result = commands.run([ROOT / "benchmarks" / "few_shot.py", "--quick", "--out", tmp_path], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (report,) = tmp_path.glob("few-shot-*.json")
     data = json.loads(report.read_text())

@@ -189,19 +189,12 @@ def _check_tensorboard(words: list[str]) -> None:
 _BENCHMARK_COMMANDS: list[CommandServer] = []
 
 
-def _benchmark_commands() -> CommandServer:
-    """A warm interpreter that forks each benchmark command (tests/command_server.py): seconds of imports
-    fewer per command. Started at the first benchmark, closed with this module's tests."""
-    if not _BENCHMARK_COMMANDS:
-        _BENCHMARK_COMMANDS.append(CommandServer())
-    return _BENCHMARK_COMMANDS[0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_the_benchmark_commands():
+@pytest.fixture(autouse=True)
+def _benchmark_server(commands):
+    """The benchmark commands run in the session's warm interpreter (conftest's ``commands``)."""
+    _BENCHMARK_COMMANDS.append(commands)
     yield
-    while _BENCHMARK_COMMANDS:
-        _BENCHMARK_COMMANDS.pop().close()
+    _BENCHMARK_COMMANDS.clear()
 
 
 def _quality_module():
@@ -238,7 +231,7 @@ def _check_benchmark(words: list[str]) -> None:
         for spec in words[words.index("--variants") + 1:] if "--variants" in words else ():
             _quality_module().parse_variant(spec, 4, 64)
         outputs += ["--variants", "scan"]
-    result = _benchmark_commands().run([str(script), *words[2:], "--quick", *outputs], cwd=Path.cwd())
+    result = _BENCHMARK_COMMANDS[0].run([str(script), *words[2:], "--quick", *outputs], cwd=Path.cwd())
     assert result.returncode == 0, result.stderr[-3000:]
     if script.stem == "few_shot":  # tested in detail by tests/test_finetune.py
         (report_path,) = out.glob("few-shot-*.json")

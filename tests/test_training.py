@@ -373,11 +373,8 @@ def test_ddp_with_two_processes_on_cpu(tmp_path, demo_root):
 
 
 @pytest.mark.slow
-def test_train_cli_reports_a_missing_folder_in_one_line(tmp_path):
-    result = subprocess.run(
-        _train_cmd(tmp_path / "nowhere", "--trainer.max_epochs", "1"), cwd=tmp_path, capture_output=True, text=True,
-        timeout=120,
-    )
+def test_train_cli_reports_a_missing_folder_in_one_line(tmp_path, commands):
+    result = commands.run(_train_cmd(tmp_path / "nowhere", "--trainer.max_epochs", "1")[1:], cwd=tmp_path)
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and "nowhere/trainA: no such folder" in last_line
