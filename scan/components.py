@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from scan.config import FusionConfig, GeneratorConfig
 
 __all__ = [
+    "refuse_options",
     "StageRole",
     "StageGenerator",
     "FusionBlock",
@@ -180,6 +181,17 @@ def gan_losses() -> list[str]:
     """Registered GAN loss modes."""
     _load_built_ins()
     return sorted(_GAN_LOSSES)
+
+
+def refuse_options(config: GeneratorConfig) -> None:
+    """For a kind that reads no ``options`` (every built-in one): any given is a mistake, not ignored.
+
+    Raises:
+        ValueError: ``config.options`` is not empty.
+    """
+    if config.options:
+        raise ValueError(f"stage kind {config.kind!r} takes no options (they are for kinds of your own); got "
+                         f"{', '.join(sorted(map(str, config.options)))}")
 
 
 def build_stage(config: GeneratorConfig, channels: int, stage: StageRole) -> nn.Module:

@@ -182,7 +182,7 @@ def command_errors(debug: bool = False, user_errors: tuple[type[BaseException], 
     except KeyboardInterrupt:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
         status.code = EXIT_INTERRUPTED
     except Exception as e:
         if debug:

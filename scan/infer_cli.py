@@ -122,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
 def _fraction(text: str) -> float:
     """An argparse type: a number in ``[0, 1)``."""
     try:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from scan.checks import check_divisible, check_shape
-from scan.components import register_stage
+from scan.components import refuse_options, register_stage
 
 if TYPE_CHECKING:
     from scan.config import GeneratorConfig
@@ -208,6 +208,7 @@ class RefinementGenerator(ResnetGenerator):
 
 @register_stage("resnet", stage="first")
 def _build_translator(config: GeneratorConfig, channels: int) -> ResnetGenerator:
+    refuse_options(config)
     return ResnetGenerator(channels, channels, config.ngf, config.n_blocks, config.input_skip, config.outer_kernel)
 
 
@@ -215,6 +216,7 @@ def _build_translator(config: GeneratorConfig, channels: int) -> ResnetGenerator
 @register_stage("resnet", stage="refine")
 @register_stage("refine", stage="refine")
 def _build_refiner(config: GeneratorConfig, channels: int) -> RefinementGenerator:
+    refuse_options(config)
     return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip, config.residual,
                                config.outer_kernel, config.residual_zero)
 

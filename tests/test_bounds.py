@@ -85,3 +85,10 @@ def test_training_counts_and_rates_are_refused_before_a_run_starts():
     for options in ({"lr": -1.0}, {"lr": 0.0}, {"lr": float("nan")}, {"beta1": 1.0}, {"joint_lr_scale": float("inf")}):
         with pytest.raises(ValueError, match="Adam needs 0 < lr"):
             SCANModule("tiny", **options)
+
+
+def test_a_built_in_stage_kind_refuses_options_it_would_ignore():
+    with pytest.raises(ValueError, match="stage kind 'resnet' takes no options .*; got width"):
+        scan.create_model("tiny", stages=[{"generator": {"options": {"width": 1_000_000}}}, None])
+    with pytest.raises(ValueError, match="stage kind 'refine' takes no options"):
+        scan.create_model("tiny", stages=[None, {"generator": {"options": {"depth": 3}}}])

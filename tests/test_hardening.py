@@ -127,6 +127,14 @@ def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does_cleaning_up_on_the_way
     assert signal.getsignal(sent) is before  # the command's handler is gone with the command
 
 
+def test_ctrl_c_is_one_error_line_and_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted) == 130
+    assert capsys.readouterr().err == "error: interrupted (Ctrl-C)\n"
+
+
 def test_during_training_sigterm_is_left_to_lightning_and_sighup_joins_it(capsys):
     """Lightning's SIGTERM handler calls the one it replaced (the command's) after its own, and stops
     the run gracefully at the next step: the command's handler must then raise nothing."""
