@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from scan.config import FusionConfig, GeneratorConfig
 
 __all__ = [
-    "refuse_options",
     "StageRole",
     "StageGenerator",
     "FusionBlock",
@@ -96,9 +95,10 @@ class UnknownComponentError(ValueError):
 
 @dataclass
 class _StageKind:
-    """A registered stage kind: one builder per role it can take."""
+    """A registered stage kind: one builder per role it can take, and whether it reads ``options``."""
 
     builders: dict[str, StageBuilder] = field(default_factory=dict)
+    takes_options: dict[str, bool] = field(default_factory=dict)
 
 
 _STAGES: dict[str, _StageKind] = {}
@@ -121,13 +121,15 @@ def _load_built_ins() -> None:
             importlib.import_module(module)
 
 
-def register_stage(name: str, stage: StageRole) -> Callable[[Fn], Fn]:
+def register_stage(name: str, stage: StageRole, options: bool = True) -> Callable[[Fn], Fn]:
     """Register a stage generator builder ``(config: GeneratorConfig, channels) -> module``.
 
     Args:
         name: the kind a :class:`~scan.config.GeneratorConfig` names.
         stage: ``first`` (it translates, at stage 1) or ``refine`` (it refines, at a stage k > 1). A
             kind may register one builder for each.
+        options: whether the builder reads ``config.options``; where it does not (the built-in
+            kinds), options given are refused when the stage is built instead of being ignored.
 
     Raises:
         ValueError: ``name`` already has a builder for ``stage``.
@@ -140,6 +142,7 @@ def register_stage(name: str, stage: StageRole) -> Callable[[Fn], Fn]:
         if stage in kind.builders:
             raise ValueError(f"stage kind {name!r} already has a {stage!r} builder")
         kind.builders[stage] = builder
+        kind.takes_options[stage] = options
         return builder
 
     return decorator
@@ -183,23 +186,13 @@ def gan_losses() -> list[str]:
     return sorted(_GAN_LOSSES)
 
 
-def refuse_options(config: GeneratorConfig) -> None:
-    """For a kind that reads no ``options`` (every built-in one): any given is a mistake, not ignored.
-
-    Raises:
-        ValueError: ``config.options`` is not empty.
-    """
-    if config.options:
-        raise ValueError(f"stage kind {config.kind!r} takes no options (they are for kinds of your own); got "
-                         f"{', '.join(sorted(map(str, config.options)))}")
-
-
 def build_stage(config: GeneratorConfig, channels: int, stage: StageRole) -> nn.Module:
     """The generator of one stage from its config.
 
     Raises:
         UnknownComponentError: no such kind, or the kind cannot take ``stage``; the message lists
             the kinds that can.
+        ValueError: ``options`` given to a kind registered as reading none.
     """
     _load_built_ins()
     kind = _STAGES.get(config.kind)
@@ -213,6 +206,9 @@ def build_stage(config: GeneratorConfig, channels: int, stage: StageRole) -> nn.
         raise UnknownComponentError(
             f"stage kind {config.kind!r} cannot serve {where}; kinds that can: {', '.join(stage_kinds(stage))}"
         )
+    if config.options and not kind.takes_options[stage]:
+        raise ValueError(f"stage kind {config.kind!r} takes no options (they are for kinds of your own); got "
+                         f"{', '.join(sorted(map(str, config.options)))}")
     return builder(config, channels)
 
 

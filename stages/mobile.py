@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scan.checks import check_divisible, check_shape
-from scan.components import refuse_options, register_stage
+from scan.components import register_stage
 
 if TYPE_CHECKING:
     from scan.config import GeneratorConfig
@@ -117,8 +117,7 @@ class MobileGenerator(nn.Module):
         return self.head(h)
 
 
-@register_stage("mobile", stage="first")
+@register_stage("mobile", stage="first", options=False)
 def _build_mobile(config: GeneratorConfig, channels: int) -> MobileGenerator:
-    refuse_options(config)
     # Stage 1 only: it has no refining variant (refine a mobile stage 1 with kind "refine").
     return MobileGenerator(channels, channels, width=config.ngf, n_blocks=config.n_blocks)

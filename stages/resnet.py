@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from scan.checks import check_divisible, check_shape
-from scan.components import refuse_options, register_stage
+from scan.components import register_stage
 
 if TYPE_CHECKING:
     from scan.config import GeneratorConfig
@@ -206,17 +206,15 @@ class RefinementGenerator(ResnetGenerator):
         return (previous_up + self.residual_gain * new).clamp(-1, 1)
 
 
-@register_stage("resnet", stage="first")
+@register_stage("resnet", stage="first", options=False)
 def _build_translator(config: GeneratorConfig, channels: int) -> ResnetGenerator:
-    refuse_options(config)
     return ResnetGenerator(channels, channels, config.ngf, config.n_blocks, config.input_skip, config.outer_kernel)
 
 
 # A "resnet" stage above stage 1 refines: the same body on the input and the previous stage's output.
-@register_stage("resnet", stage="refine")
-@register_stage("refine", stage="refine")
+@register_stage("resnet", stage="refine", options=False)
+@register_stage("refine", stage="refine", options=False)
 def _build_refiner(config: GeneratorConfig, channels: int) -> RefinementGenerator:
-    refuse_options(config)
     return RefinementGenerator(channels, config.ngf, config.n_blocks, config.input_skip, config.residual,
                                config.outer_kernel, config.residual_zero)
 
