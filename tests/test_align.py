@@ -1,6 +1,7 @@
 """The face front end: landmarks, the FFHQ template, warps, paste-back, scan-align."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -216,6 +217,10 @@ def test_scan_align_names_never_collide_and_reruns_keep_only_their_own_crops(tmp
     assert "has no record of its photo" in capsys.readouterr().err
     assert align("--faces", "all", "--overwrite") == 0
     assert Image.open(out / "a_0.png").info["scan-align-source"] == "a.jpg#0"
+    (out / "a_1.png").unlink()
+    os.mkfifo(out / "a_1.png")  # a pipe in a crop's place: refused, never opened (reading it would block)
+    assert align("--faces", "all") == 1
+    assert "a_1.png is not a regular file" in capsys.readouterr().err
 
 
 

@@ -86,7 +86,8 @@ def _align_one(path: Path, stem: Path, args: argparse.Namespace, backend, plan: 
     todo = []
     for i, face in enumerate(faces):  # every name checked before any crop of the photo is written
         target, source = args.output / crop_name(stem, i, args.faces), f"{relative}#{i}"
-        if target.exists() and not args.overwrite and target not in plan:
+        # (a pipe or device by that name is not opened, which could block: claim() refuses it)
+        if target.is_file() and not args.overwrite and target not in plan:
             recorded = cut_from(target)
             if recorded == source:
                 counts["kept"] += 1  # aligned by an earlier run: a rerun only adds the new photos
